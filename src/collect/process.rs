@@ -1,0 +1,464 @@
+//! The process table, read straight from `/proc/PID/stat` (sysinfo's process
+//! refresh costs ~3x more: see PERFORMANCE.md). The owner comes from the
+//! `/proc/PID` directory's uid, and the command line is read once per process
+//! (keyed by pid, start time and name) instead of on every pass.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{CollectError, ProcFs, read_file_into};
+
+/// The kernel-thread flag in `/proc/PID/stat` (`PF_KTHREAD`).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The fields of `/proc/PID/stat` hostbeat uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidStat {
+    pub pid: u32,
+    pub comm: String,
+    pub state: char,
+    pub pgrp: i64,
+    pub session: i64,
+    pub tty_nr: u32,
+    pub tpgid: i64,
+    pub flags: u64,
+    pub utime: u64,
+    pub stime: u64,
+    pub nice: i64,
+    pub threads: u64,
+    /// Start time in clock ticks after boot.
+    pub start_ticks: u64,
+    pub vsize: u64,
+    /// Resident pages.
+    pub rss_pages: u64,
+}
+
+/// Parses `/proc/PID/stat`. The command name sits in parentheses and may
+/// itself hold spaces and parentheses, so fields are counted from the last `)`.
+pub fn parse_pid_stat(text: &str) -> Result<PidStat, CollectError> {
+    let bad = |what: &str| CollectError::parse("PID/stat", format!("{what} in {:?}", text.trim()));
+    let open = text.find('(').ok_or_else(|| bad("no command name"))?;
+    let close = text.rfind(')').ok_or_else(|| bad("no command name"))?;
+    if close < open {
+        return Err(bad("no command name"));
+    }
+    let pid = text[..open].trim().parse().map_err(|_| bad("bad pid"))?;
+    let comm = text[open + 1..close].to_owned();
+    let f: Vec<&str> = text[close + 1..].split_ascii_whitespace().collect();
+    if f.len() < 22 {
+        return Err(bad("too few fields"));
+    }
+    let u = |i: usize| f[i].parse::<u64>().map_err(|_| bad("bad number"));
+    let i = |i: usize| f[i].parse::<i64>().map_err(|_| bad("bad number"));
+    Ok(PidStat {
+        pid,
+        comm,
+        state: f[0].chars().next().ok_or_else(|| bad("no state"))?,
+        pgrp: i(2)?,
+        session: i(3)?,
+        // tty_nr is a dev_t printed as a signed int
+        tty_nr: i(4)? as u32,
+        tpgid: i(5)?,
+        flags: u(6)?,
+        utime: u(11)?,
+        stime: u(12)?,
+        nice: i(16)?,
+        threads: u(17)?,
+        start_ticks: u(19)?,
+        vsize: u(20)?,
+        rss_pages: i(21)?.max(0) as u64,
+    })
+}
+
+/// One row of the process table, in `ps auxww` terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Process {
+    pub pid: u32,
+    pub user: Arc<str>,
+    /// `STAT` column: state letter and flags (`Ss`, `R+`, `SN`, `Sl` …).
+    pub stat: String,
+    pub tty_nr: u32,
+    /// Start time, Unix seconds.
+    pub start_time: u64,
+    /// CPU time used so far, seconds.
+    pub cpu_time_s: f64,
+    /// CPU time over lifetime, percent (as `ps`).
+    pub cpu_pct: f64,
+    /// Resident memory over physical memory, percent.
+    pub mem_pct: f64,
+    pub vsz_kb: u64,
+    pub rss_kb: u64,
+    pub command: Arc<str>,
+}
+
+/// All processes plus counts by state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessTable {
+    pub processes: Vec<Process>,
+    pub running: u64,
+    pub sleeping: u64,
+    /// Uninterruptible sleep (`D`).
+    pub blocked: u64,
+    pub zombie: u64,
+    pub stopped: u64,
+    /// Threads across all processes.
+    pub threads: u64,
+}
+
+/// `ps`'s `STAT`: state, then `<`/`N` (priority), `s` (session leader),
+/// `l` (multi-threaded), `+` (foreground process group).
+pub fn ps_stat(st: &PidStat) -> String {
+    let mut s = String::with_capacity(5);
+    s.push(st.state);
+    if st.nice < 0 {
+        s.push('<');
+    } else if st.nice > 0 {
+        s.push('N');
+    }
+    if st.session == i64::from(st.pid) {
+        s.push('s');
+    }
+    if st.threads > 1 {
+        s.push('l');
+    }
+    if st.tpgid >= 0 && st.tpgid == st.pgrp {
+        s.push('+');
+    }
+    s
+}
+
+/// `ps`'s `TTY`: `pts/N`, `ttyN`, `ttySN`, or `?` without a terminal.
+pub fn tty_name(tty_nr: u32) -> String {
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    match major {
+        0 => "?".into(),
+        136..=143 => format!("pts/{}", minor + (major - 136) * 256),
+        4 if minor < 64 => format!("tty{minor}"),
+        4 => format!("ttyS{}", minor - 64),
+        _ => "?".into(),
+    }
+}
+
+/// `ps`'s cumulative `TIME`: `M:SS` with minutes unbounded.
+pub fn ps_time(cpu_time_s: f64) -> String {
+    let s = cpu_time_s.max(0.0) as u64;
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
+/// `ps`'s `START` (in UTC): `HH:MM` if today, `MonDD` if this year, else the year.
+pub fn ps_start(start: u64, now: u64) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (sy, sm, sd) = civil_from_days((start / 86_400) as i64);
+    let (ny, _, _) = civil_from_days((now / 86_400) as i64);
+    if start / 86_400 == now / 86_400 {
+        format!("{:02}:{:02}", start % 86_400 / 3600, start % 3600 / 60)
+    } else if sy == ny {
+        format!("{}{:02}", MONTHS[(sm - 1) as usize], sd)
+    } else {
+        sy.to_string()
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// uid → user name from `/etc/passwd`, re-read when the file changes.
+#[derive(Debug, Default)]
+struct Users {
+    names: HashMap<u32, Arc<str>>,
+    mtime: Option<SystemTime>,
+}
+
+/// Parses `/etc/passwd` into uid → name.
+pub fn parse_passwd(text: &str) -> HashMap<u32, Arc<str>> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid = f.nth(1)?.parse().ok()?;
+            Some((uid, Arc::from(name)))
+        })
+        .collect()
+}
+
+impl Users {
+    const PATH: &'static str = "/etc/passwd";
+
+    fn refresh(&mut self, buf: &mut String) {
+        let mtime = std::fs::metadata(Self::PATH).and_then(|m| m.modified()).ok();
+        if mtime.is_some() && mtime == self.mtime {
+            return;
+        }
+        self.mtime = mtime;
+        self.names = match read_file_into(std::path::Path::new(Self::PATH), buf) {
+            Ok(()) => parse_passwd(buf),
+            Err(_) => HashMap::new(),
+        };
+    }
+
+    fn name(&mut self, uid: u32) -> Arc<str> {
+        self.names
+            .entry(uid)
+            .or_insert_with(|| Arc::from(uid.to_string()))
+            .clone()
+    }
+}
+
+/// What the scan needs from the rest of the sample.
+#[derive(Debug, Clone, Default)]
+pub struct ScanContext {
+    /// Unix seconds at boot (`btime`).
+    pub boot_time: Option<u64>,
+    pub uptime_s: Option<f64>,
+    /// Physical memory, bytes.
+    pub mem_total: Option<u64>,
+}
+
+/// Cached command line of a process, valid while its name is unchanged.
+#[derive(Debug)]
+struct CachedCmd {
+    comm: String,
+    command: Arc<str>,
+    seen: u64,
+}
+
+/// Walks `/proc` for the process table, caching what does not change.
+#[derive(Debug)]
+pub struct Scanner {
+    commands: HashMap<(u32, u64), CachedCmd>,
+    users: Users,
+    pass: u64,
+    ticks_per_s: f64,
+    page_kb: u64,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scanner {
+    /// A scanner with empty caches.
+    pub fn new() -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        Scanner {
+            commands: HashMap::new(),
+            users: Users::default(),
+            pass: 0,
+            ticks_per_s: if ticks > 0 { ticks as f64 } else { 100.0 },
+            page_kb: if page > 0 { page as u64 / 1024 } else { 4 },
+        }
+    }
+
+    /// Reads every `/proc/PID`. Processes that exit during the walk are skipped.
+    pub fn scan(&mut self, procfs: &ProcFs, buf: &mut String, ctx: &ScanContext) -> Result<ProcessTable, CollectError> {
+        self.pass += 1;
+        self.users.refresh(buf);
+        let root = procfs.root();
+        let dir = std::fs::read_dir(root).map_err(|source| CollectError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut table = ProcessTable::default();
+        let mut path = PathBuf::from(root);
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            path.push(&name);
+            let row = self.read_one(&mut path, pid, buf, ctx, now);
+            path.pop();
+            let Some((st, row)) = row else { continue };
+            match st.state {
+                'R' => table.running += 1,
+                'S' | 'I' => table.sleeping += 1,
+                'D' => table.blocked += 1,
+                'Z' => table.zombie += 1,
+                'T' | 't' => table.stopped += 1,
+                _ => {}
+            }
+            table.threads += st.threads;
+            table.processes.push(row);
+        }
+        let pass = self.pass;
+        self.commands.retain(|_, c| c.seen == pass);
+        table.processes.sort_unstable_by_key(|p| p.pid);
+        Ok(table)
+    }
+
+    /// One process; `None` when it vanished or its files are unreadable.
+    fn read_one(&mut self, dir: &mut PathBuf, pid: u32, buf: &mut String, ctx: &ScanContext, now: u64) -> Option<(PidStat, Process)> {
+        let uid = std::fs::metadata(&*dir).ok()?.uid();
+        dir.push("stat");
+        let stat = read_file_into(dir, buf).ok().and_then(|()| parse_pid_stat(buf).ok());
+        dir.pop();
+        let st = stat?;
+        let command = self.command(dir, &st, buf);
+        let tps = self.ticks_per_s;
+        let cpu_time_s = (st.utime + st.stime) as f64 / tps;
+        let started_s = st.start_ticks as f64 / tps;
+        let cpu_pct = match ctx.uptime_s {
+            Some(up) if up - started_s > 0.0 => (cpu_time_s * 100.0 / (up - started_s)).min(100.0 * 1024.0),
+            _ => 0.0,
+        };
+        let rss_kb = st.rss_pages * self.page_kb;
+        let mem_pct = match ctx.mem_total {
+            Some(t) if t > 0 => rss_kb as f64 * 102_400.0 / t as f64,
+            _ => 0.0,
+        };
+        let row = Process {
+            pid,
+            user: self.users.name(uid),
+            stat: ps_stat(&st),
+            tty_nr: st.tty_nr,
+            start_time: ctx.boot_time.map_or(now, |b| b + started_s as u64),
+            cpu_time_s,
+            cpu_pct,
+            mem_pct,
+            vsz_kb: st.vsize / 1024,
+            rss_kb,
+            command,
+        };
+        Some((st, row))
+    }
+
+    /// The command line, from cache when the same process was seen before.
+    fn command(&mut self, dir: &mut PathBuf, st: &PidStat, buf: &mut String) -> Arc<str> {
+        let key = (st.pid, st.start_ticks);
+        let pass = self.pass;
+        if let Some(c) = self.commands.get_mut(&key).filter(|c| c.comm == st.comm) {
+            c.seen = pass;
+            return c.command.clone();
+        }
+        let mut command = None;
+        if st.flags & PF_KTHREAD == 0 {
+            dir.push("cmdline");
+            if read_file_into(dir, buf).is_ok() {
+                let line = buf.trim_end_matches('\0').replace('\0', " ");
+                if !line.is_empty() {
+                    command = Some(line);
+                }
+            }
+            dir.pop();
+        }
+        let command: Arc<str> = Arc::from(command.unwrap_or_else(|| format!("[{}]", st.comm)));
+        self.commands.insert(
+            key,
+            CachedCmd {
+                comm: st.comm.clone(),
+                command: command.clone(),
+                seen: pass,
+            },
+        );
+        command
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "1234 (my (odd) proc) S 1 1234 1234 34816 1240 4194560 100 0 0 0 250 50 0 0 20 0 3 0 5000 104857600 2560 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+
+    #[test]
+    fn parses_stat_with_odd_name() {
+        let st = parse_pid_stat(STAT).unwrap();
+        assert_eq!(st.pid, 1234);
+        assert_eq!(st.comm, "my (odd) proc");
+        assert_eq!(st.state, 'S');
+        assert_eq!((st.utime, st.stime), (250, 50));
+        assert_eq!(st.threads, 3);
+        assert_eq!(st.start_ticks, 5000);
+        assert_eq!(st.vsize, 104_857_600);
+        assert_eq!(st.rss_pages, 2560);
+        assert_eq!(tty_name(st.tty_nr), "pts/0");
+        assert_eq!(ps_stat(&st), "Ssl");
+    }
+
+    #[test]
+    fn rejects_truncated_stat() {
+        assert!(parse_pid_stat("1234 (x) S 1 2 3").is_err());
+        assert!(parse_pid_stat("").is_err());
+        assert!(parse_pid_stat("x (y) S").is_err());
+    }
+
+    #[test]
+    fn ps_columns() {
+        assert_eq!(tty_name(0), "?");
+        assert_eq!(tty_name((4 << 8) | 1), "tty1");
+        assert_eq!(tty_name((4 << 8) | 65), "ttyS1");
+        assert_eq!(tty_name((137 << 8) | 2), "pts/258");
+        assert_eq!(ps_time(0.4), "0:00");
+        assert_eq!(ps_time(3725.0), "62:05");
+        // 2026-11-25 10:00 UTC = 1795600800
+        let now = 1_795_600_800;
+        assert_eq!(ps_start(now - 3600, now), "09:00");
+        assert_eq!(ps_start(now - 86_400 * 30, now), "Oct26");
+        assert_eq!(ps_start(now - 86_400 * 400, now), "2025");
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn passwd() {
+        let u = parse_passwd("root:x:0:0:root:/root:/bin/bash\nbroken\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\n");
+        assert_eq!(&*u[&0], "root");
+        assert_eq!(&*u[&33], "www-data");
+        assert_eq!(u.len(), 2);
+    }
+
+    #[test]
+    fn scans_fixture_tree() {
+        let procfs = ProcFs::at(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proc"));
+        let mut s = Scanner::new();
+        let ctx = ScanContext {
+            boot_time: Some(1_700_000_000),
+            uptime_s: Some(10_000.0),
+            mem_total: Some(8 << 30),
+        };
+        let mut buf = String::new();
+        let t = s.scan(&procfs, &mut buf, &ctx).unwrap();
+        let cmds: Vec<&str> = t.processes.iter().map(|p| &*p.command).collect();
+        assert_eq!(cmds, ["/sbin/init splash", "[kthreadd]", "[defunct]"]);
+        assert_eq!((t.running, t.sleeping, t.zombie), (1, 1, 1));
+        let init = &t.processes[0];
+        assert_eq!(init.start_time, 1_700_000_000);
+        assert_eq!(init.rss_kb, 2560 * s.page_kb);
+        // second pass hits the cache and prunes nothing that still exists
+        let again = s.scan(&procfs, &mut buf, &ctx).unwrap();
+        assert_eq!(again.processes.len(), 3);
+        assert_eq!(s.commands.len(), 3);
+    }
+
+    #[test]
+    fn scans_this_host() {
+        let mut s = Scanner::new();
+        let t = s.scan(&ProcFs::at("/proc"), &mut String::new(), &ScanContext::default()).unwrap();
+        let me = std::process::id();
+        assert!(t.processes.iter().any(|p| p.pid == me));
+    }
+}

@@ -1,0 +1,11 @@
+//! hostbeat: a lightweight host-monitoring agent.
+//!
+//! The daemon samples the host ([`collect`]), turns each sample into a
+//! Server Density postback ([`payload`]) and delivers it at most once per
+//! minute ([`postback`]). [`config`] holds the TOML schema, [`metrics`] the
+//! stable metric names, [`daemon`] the wiring of it all.
+
+pub mod collect;
+pub mod metrics;
+pub mod payload;
+pub mod secret;
