@@ -9,3 +9,7 @@ pub mod collect;
 pub mod metrics;
 pub mod payload;
 pub mod secret;
+pub mod config;
+pub mod postback;
+pub mod daemon;
+pub mod sampler;

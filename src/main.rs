@@ -1,1 +1,183 @@
-fn main() {}
+//! The `hostbeat` command line: parses arguments and dispatches.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hostbeat::collect::{Collector, ProcFs};
+use hostbeat::config::{self, Config, ConfigError, LogFormat};
+use hostbeat::{daemon, metrics, sampler};
+
+/// sysexits.h codes.
+const EX_USAGE: u8 = 64;
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(name = "hostbeat", version, about = "A lightweight host-monitoring agent")]
+struct Cli {
+    /// Log filter (overrides [log] level; RUST_LOG overrides both)
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the daemon)
+    Run(ConfigArg),
+    /// Take one sample and print its payload
+    Once(ConfigArg),
+    /// Validate the configuration: prints "ok" or every error (exit 78)
+    CheckConfig(ConfigArg),
+    /// Print the metric catalogue with current values
+    Metrics,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Configuration file [default: /etc/hostbeat/hostbeat.toml, built-in defaults if absent]
+    #[arg(short, long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hostbeat: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig(arg) => Ok(check_config(arg.config.as_deref())),
+        Command::Metrics => {
+            init_logging(cli.log_level.as_deref(), &Config::default());
+            print_metrics()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Once(arg) => {
+            let Some(config) = load_or_report(arg.config.as_deref()) else { return Ok(ExitCode::from(EX_CONFIG)) };
+            init_logging(cli.log_level.as_deref(), &config);
+            once(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(arg) => {
+            let Some(config) = load_or_report(arg.config.as_deref()) else { return Ok(ExitCode::from(EX_CONFIG)) };
+            init_logging(cli.log_level.as_deref(), &config);
+            daemon::run(config).context("hostbeat run")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The config at `path`; without one, the default path if it exists, else
+/// the built-in defaults.
+fn load(path: Option<&Path>) -> Result<config::Loaded, ConfigError> {
+    match path {
+        Some(p) => config::load(p),
+        None if Path::new(config::DEFAULT_PATH).exists() => config::load(Path::new(config::DEFAULT_PATH)),
+        None => Ok(config::Loaded {
+            config: config::defaults(),
+            warnings: Vec::new(),
+        }),
+    }
+}
+
+/// Loads the config, printing warnings and errors to stderr.
+fn load_or_report(path: Option<&Path>) -> Option<Config> {
+    match load(path) {
+        Ok(l) => {
+            for w in &l.warnings {
+                eprintln!("hostbeat: warning: {w}");
+            }
+            Some(l.config)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
+fn check_config(path: Option<&Path>) -> ExitCode {
+    if path.is_none() && !Path::new(config::DEFAULT_PATH).exists() {
+        let _ = out(&format!("ok (no {}: built-in defaults)", config::DEFAULT_PATH));
+        return ExitCode::SUCCESS;
+    }
+    match load_or_report(path) {
+        Some(_) => {
+            let _ = out("ok");
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::from(EX_CONFIG),
+    }
+}
+
+/// Two samples [`sampler::WARMUP`] apart so rates are real; prints the second's payload.
+fn once(config: &Config) -> anyhow::Result<()> {
+    let mut collector = Collector::new(ProcFs::from_env());
+    let mut builder = daemon::builder(config);
+    collector.sample();
+    std::thread::sleep(sampler::WARMUP);
+    let payload = builder.build(&collector.sample());
+    let doc: serde_json::Value = serde_json::from_slice(&payload.json)?;
+    out(&serde_json::to_string_pretty(&doc)?)?;
+    Ok(())
+}
+
+/// Writes a line to stdout; a closed pipe (`| head`) is not an error.
+fn out(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+fn print_metrics() -> std::io::Result<()> {
+    let mut collector = Collector::new(ProcFs::from_env());
+    collector.sample();
+    std::thread::sleep(sampler::WARMUP);
+    let all = metrics::series(&collector.sample());
+    let width = all.iter().map(|s| s.to_string().len()).max().unwrap_or(0);
+    for s in &all {
+        let d = metrics::lookup(s.name);
+        let unit = d.map_or("", |d| d.unit);
+        let help = d.map_or("", |d| d.help);
+        let value = if s.value.fract() == 0.0 { format!("{:.0}", s.value) } else { format!("{:.2}", s.value) };
+        out(&format!("{:<width$}  {value:>14} {unit:<5} {help}", s.to_string()))?;
+    }
+    Ok(())
+}
+
+/// tracing to stderr: `RUST_LOG`, else `--log-level`, else `[log] level`.
+/// Plain lines without timestamps under the journal (it stamps them).
+fn init_logging(cli_level: Option<&str>, config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let directive = cli_level.unwrap_or(&config.log.level);
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::builder().parse(directive))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match (config.log.format, journal) {
+        (LogFormat::Json, _) => builder.json().try_init(),
+        (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
+        (LogFormat::Text, false) => builder.try_init(),
+    };
+}

@@ -1,0 +1,509 @@
+//! The TOML configuration: schema, defaults, validation.
+//!
+//! Loading parses with serde (`deny_unknown_fields`), then validates every
+//! field and reports *every* problem at once, each naming the file, the line
+//! and the dotted field (`hostbeat.toml line 12: postback.min_interval: …`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+
+use crate::secret::Secret;
+
+/// Where the daemon looks when no `-c` is given.
+pub const DEFAULT_PATH: &str = "/etc/hostbeat/hostbeat.toml";
+
+/// Environment variable that overrides `postback.token` / `postback.token_file`.
+pub const TOKEN_ENV: &str = "HOSTBEAT_POSTBACK_TOKEN";
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: Agent,
+    pub postback: Postback,
+    pub log: Log,
+}
+
+/// `[agent]`: what this host is and how often it is sampled.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Agent {
+    /// Reported host name; the system's when absent.
+    pub hostname: Option<String>,
+    /// Time between samples.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub interval: Duration,
+    /// Where the agent keeps its state.
+    pub state_dir: PathBuf,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Agent {
+            hostname: None,
+            interval: Duration::from_secs(60),
+            state_dir: PathBuf::from("/var/lib/hostbeat"),
+        }
+    }
+}
+
+/// `[postback]`: the Server Density-compatible receiver. Without `url`,
+/// payloads are printed to stdout, one JSON document a line.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Postback {
+    pub url: Option<String>,
+    /// Device key sent inside the payload as `agentKey`.
+    pub agent_key: String,
+    /// API token sent as the `token` query parameter.
+    pub token: Option<Secret>,
+    /// File holding the token (first line); exclusive with `token`.
+    pub token_file: Option<PathBuf>,
+    /// Sent as `X-Forwarded-Host` (the account host for the Postbacks API).
+    pub forwarded_host: Option<String>,
+    /// At most one POST per this period, retries included.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub min_interval: Duration,
+    /// Per-request timeout.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+    /// Retry back-off step: after n consecutive failures wait n × backoff …
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub backoff: Duration,
+    /// … but never more than this.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub backoff_max: Duration,
+    /// Undelivered payloads kept in memory; the oldest is dropped beyond it.
+    pub queue_max: usize,
+}
+
+impl Default for Postback {
+    fn default() -> Self {
+        Postback {
+            url: None,
+            agent_key: String::new(),
+            token: None,
+            token_file: None,
+            forwarded_host: None,
+            min_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(15),
+            backoff: Duration::from_secs(20),
+            backoff_max: Duration::from_secs(90),
+            queue_max: 1440,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// An `EnvFilter` directive (`info`, `hostbeat=debug` …); `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// Dotted field name (`postback.url`), when known.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// A loaded config and what the operator should know about it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// Non-fatal findings (e.g. a secret-holding file readable by everyone).
+    pub warnings: Vec<String>,
+}
+
+/// Reads, parses and validates `path`, resolves the token (environment,
+/// then `token_file`, then `token`) and checks file modes.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: file.clone(),
+        source,
+    })?;
+    let mut config = parse(&text, &file)?;
+    let mut warnings = Vec::new();
+    if config.postback.token.is_some() {
+        warnings.extend(mode_warning(path));
+    }
+    resolve_token(&mut config, &text, &file, std::env::var(TOKEN_ENV).ok(), &mut warnings)?;
+    Ok(Loaded { config, warnings })
+}
+
+/// Built-in defaults, with the environment's token applied.
+pub fn defaults() -> Config {
+    let mut config = Config::default();
+    if let Some(t) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
+        config.postback.token = Some(Secret::new(t));
+    }
+    config
+}
+
+/// Applies the environment override or reads `token_file`.
+fn resolve_token(config: &mut Config, text: &str, file: &str, env: Option<String>, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    if let Some(t) = env.filter(|t| !t.is_empty()) {
+        config.postback.token = Some(Secret::new(t));
+        return Ok(());
+    }
+    let Some(token_file) = &config.postback.token_file else { return Ok(()) };
+    let problem = |message: String| {
+        ConfigError::Invalid(vec![Problem {
+            file: file.to_owned(),
+            line: key_line(text, &["postback", "token_file"]),
+            field: Some("postback.token_file".into()),
+            message,
+        }])
+    };
+    let content = std::fs::read_to_string(token_file)
+        .map_err(|e| problem(format!("cannot read {}: {e}", token_file.display())))?;
+    let token = content.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(problem(format!("{} is empty", token_file.display())));
+    }
+    warnings.extend(mode_warning(token_file));
+    config.postback.token = Some(Secret::new(token));
+    Ok(())
+}
+
+/// A warning when a file holding a secret is readable by everyone.
+fn mode_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o007 != 0).then(|| {
+        format!(
+            "{} holds a secret but is readable by all users (mode {mode:04o}); expected 0640 or stricter",
+            path.display()
+        )
+    })
+}
+
+/// Parses and validates config text; `file` names it in messages.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start);
+        ConfigError::Invalid(vec![Problem {
+            file: file.to_owned(),
+            line: offset.map(|o| line_of(text, o)),
+            field: offset.and_then(|o| field_at(text, o)),
+            message: e.message().trim().to_owned(),
+        }])
+    })?;
+    let problems: Vec<Problem> = validate(&config)
+        .into_iter()
+        .map(|(path, message)| Problem {
+            file: file.to_owned(),
+            line: key_line(text, &path),
+            field: Some(path.join(".")),
+            message,
+        })
+        .collect();
+    if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+}
+
+/// Every rule a parsed config breaks, as (field path, message).
+pub fn validate(c: &Config) -> Vec<(Vec<&'static str>, String)> {
+    let mut out = Vec::new();
+    let mut bad = |path: &[&'static str], msg: String| out.push((path.to_vec(), msg));
+    let at_least = |d: Duration, min: Duration| d >= min;
+    const MIN: Duration = Duration::from_millis(100);
+
+    if c.agent.hostname.as_deref().is_some_and(|h| h.trim().is_empty()) {
+        bad(&["agent", "hostname"], "must not be empty (leave it out to use the system's)".into());
+    }
+    if !at_least(c.agent.interval, MIN) || c.agent.interval > Duration::from_secs(3600) {
+        bad(&["agent", "interval"], "must be between 100ms and 1h".into());
+    }
+    if !c.agent.state_dir.is_absolute() {
+        bad(&["agent", "state_dir"], format!("must be an absolute path, got {:?}", c.agent.state_dir));
+    }
+
+    let p = &c.postback;
+    if let Some(url) = &p.url {
+        if let Err(msg) = check_url(url) {
+            bad(&["postback", "url"], msg);
+        }
+        if p.agent_key.trim().is_empty() {
+            bad(&["postback", "agent_key"], "is required when postback.url is set".into());
+        }
+    }
+    if p.token.is_some() && p.token_file.is_some() {
+        bad(&["postback", "token_file"], "set either token or token_file, not both".into());
+    }
+    if p.token.as_ref().is_some_and(Secret::is_empty) {
+        bad(&["postback", "token"], "must not be empty".into());
+    }
+    if let Some(h) = &p.forwarded_host
+        && (h.is_empty() || h.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
+    {
+        bad(&["postback", "forwarded_host"], format!("{h:?} is not a host name"));
+    }
+    for (name, d) in [("min_interval", p.min_interval), ("timeout", p.timeout), ("backoff", p.backoff)] {
+        if !at_least(d, MIN) {
+            bad(&["postback", name], "must be at least 100ms".into());
+        }
+    }
+    if p.backoff_max < p.backoff {
+        bad(&["postback", "backoff_max"], "must not be less than postback.backoff".into());
+    }
+    if p.queue_max == 0 {
+        bad(&["postback", "queue_max"], "must be at least 1".into());
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&c.log.level) {
+        bad(&["log", "level"], format!("{:?} is not a log filter: {e}", c.log.level));
+    }
+    out
+}
+
+/// An `http`/`https` URL with a host.
+fn check_url(url: &str) -> Result<(), String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("{url:?}: scheme must be http or https, got {:?}", u.scheme()));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Line of the key at `path`; for a key the file does not have, the line of
+/// its nearest table that it does.
+pub fn key_line(text: &str, path: &[&str]) -> Option<usize> {
+    let root = DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut line = None;
+    for key in path {
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref() == key) else { break };
+        line = Some(line_of(text, k.span().start));
+        match v.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    line
+}
+
+/// Dotted path of the innermost key at `offset` (on the key or its value).
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    fn find(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+        for (k, v) in table.iter() {
+            path.push(k.get_ref().to_string());
+            let inside = match v.get_ref() {
+                DeValue::Table(t) => find(t, offset, path),
+                _ => false,
+            };
+            if inside || k.span().contains(&offset) || v.span().contains(&offset) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let root = DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    find(root.get_ref(), offset, &mut path).then(|| path.join("."))
+}
+
+/// Durations written as `"60s"`, `"500ms"`, `"1m30s"`, `"2h"`, `"1d"`.
+pub mod duration {
+    use std::time::Duration;
+
+    /// Parses a duration string: one or more `<number><unit>` with units
+    /// `ms`, `s`, `m`, `h`, `d`.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let err = || format!("invalid duration {s:?}: expected e.g. \"500ms\", \"60s\", \"5m\", \"1h30m\"");
+        let mut rest = s.trim();
+        if rest.is_empty() {
+            return Err(err());
+        }
+        let mut total = Duration::ZERO;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+            let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+            rest = &rest[digits..];
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit = match &rest[..unit_len] {
+                "ms" => Duration::from_millis(1),
+                "s" => Duration::from_secs(1),
+                "m" => Duration::from_secs(60),
+                "h" => Duration::from_secs(3600),
+                "d" => Duration::from_secs(86_400),
+                _ => return Err(err()),
+            };
+            rest = &rest[unit_len..];
+            let part = unit.checked_mul(u32::try_from(n).map_err(|_| err())?).ok_or_else(err)?;
+            total = total.checked_add(part).ok_or_else(err)?;
+        }
+        Ok(total)
+    }
+
+    /// Serde adapter for [`parse`].
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_owned).collect(),
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration::parse("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(duration::parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration::parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration::parse("1d"), Ok(Duration::from_secs(86_400)));
+        for bad in ["", "60", "s", "1x", "-1s", "1.5s", "99999999999h"] {
+            assert!(duration::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(parse("", "t.toml").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../config.example.toml");
+        let c = parse(text, "config.example.toml").unwrap();
+        assert_eq!(c.agent.interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_key_names_field_and_line() {
+        let p = problems("[agent]\ninterval = \"60s\"\nintervall = \"5s\"\n");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("t.toml line 3: agent.intervall: unknown field"), "{}", p[0]);
+    }
+
+    #[test]
+    fn bad_duration_names_field_and_line() {
+        let p = problems("[postback]\nmin_interval = \"soon\"\n");
+        assert!(p[0].starts_with("t.toml line 2: postback.min_interval: invalid duration"), "{}", p[0]);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let p = problems(
+            "[agent]\ninterval = \"10ms\"\nstate_dir = \"rel\"\n[postback]\nurl = \"ftp://x\"\ntoken = \"a\"\ntoken_file = \"/t\"\nbackoff = \"5s\"\nbackoff_max = \"1s\"\n",
+        );
+        let want = [
+            "t.toml line 2: agent.interval:",
+            "t.toml line 3: agent.state_dir:",
+            "t.toml line 5: postback.url:",
+            "t.toml line 4: postback.agent_key: is required",
+            "t.toml line 7: postback.token_file: set either",
+            "t.toml line 9: postback.backoff_max:",
+        ];
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+        for (got, want) in p.iter().zip(want) {
+            assert!(got.starts_with(want), "{got} / {want}");
+        }
+    }
+
+    #[test]
+    fn token_resolution() {
+        let dir = tempfile::tempdir().unwrap();
+        let tf = dir.path().join("token");
+        std::fs::write(&tf, "from-file\n").unwrap();
+        let text = format!("[postback]\ntoken_file = {:?}\n", tf.display().to_string());
+        let mut c = parse(&text, "t.toml").unwrap();
+        let mut w = Vec::new();
+        resolve_token(&mut c, &text, "t.toml", None, &mut w).unwrap();
+        assert_eq!(c.postback.token.as_ref().unwrap().expose(), "from-file");
+        resolve_token(&mut c, &text, "t.toml", Some("from-env".into()), &mut w).unwrap();
+        assert_eq!(c.postback.token.as_ref().unwrap().expose(), "from-env");
+
+        let missing = "[postback]\ntoken_file = \"/nonexistent/token\"\n";
+        let mut c = parse(missing, "t.toml").unwrap();
+        let e = resolve_token(&mut c, missing, "t.toml", None, &mut w).unwrap_err().to_string();
+        assert!(e.starts_with("t.toml line 2: postback.token_file: cannot read"), "{e}");
+    }
+
+    #[test]
+    fn world_readable_secret_warns() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("h.toml");
+        std::fs::write(&f, "[postback]\ntoken = \"x\"\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let l = load(&f).unwrap();
+        assert!(l.warnings.iter().any(|w| w.contains("mode 0644")), "{:?}", l.warnings);
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(load(&f).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn debug_output_masks_the_token() {
+        let c = parse("[postback]\ntoken = \"hunter2\"\n", "t.toml").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

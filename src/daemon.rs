@@ -1,0 +1,166 @@
+//! Wiring: the sampler thread, the delivery task, signals.
+
+use std::io::Write;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::collect::{Collector, ProcFs, SystemInfo};
+use crate::config::Config;
+use crate::payload::{Builder, Payload};
+use crate::postback::{self, Client};
+use crate::sampler::{Sampler, Tick};
+
+/// How long shutdown waits for an in-flight postback (SIGTERM must end the
+/// process within 5 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("starting the sampler thread: {0}")]
+    Sampler(std::io::Error),
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    Client(#[from] postback::ClientError),
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(config: Config) -> Result<(), DaemonError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?
+        .block_on(serve(config))
+}
+
+/// A payload builder for this host and config.
+pub fn builder(config: &Config) -> Builder {
+    let system = SystemInfo::detect();
+    let hostname = config.agent.hostname.clone().unwrap_or_else(|| system.hostname.clone());
+    Builder::new(config.postback.agent_key.clone(), hostname, system)
+}
+
+/// The receiver's URL without credentials or query, for logs.
+pub fn display_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "(invalid url)".into(),
+    }
+}
+
+/// Where payloads go.
+enum Sink {
+    /// One JSON line per payload on stdout.
+    Stdout,
+    /// The delivery task.
+    Post(mpsc::Sender<Payload>, tokio::task::JoinHandle<postback::Stats>),
+}
+
+async fn serve(config: Config) -> Result<(), DaemonError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+
+    let sink = match &config.postback.url {
+        Some(url) => {
+            let client = Client::new(&config.postback)?;
+            let (tx, rx) = mpsc::channel(64);
+            let task = tokio::spawn(postback::run(client, (&config.postback).into(), rx));
+            tracing::info!(
+                url = %display_url(url),
+                min_interval = ?config.postback.min_interval,
+                token = if config.postback.token.is_some() { "********" } else { "none" },
+                "posting back"
+            );
+            Sink::Post(tx, task)
+        }
+        None => {
+            tracing::info!("no postback.url configured: printing payloads to stdout");
+            Sink::Stdout
+        }
+    };
+
+    let (tick_tx, mut ticks) = mpsc::channel::<Tick>(8);
+    let sampler = Sampler::spawn(Collector::new(ProcFs::from_env()), builder(&config), config.agent.interval, tick_tx)
+        .map_err(DaemonError::Sampler)?;
+    tracing::info!(version = crate::payload::VERSION, interval = ?config.agent.interval, "hostbeat started");
+
+    loop {
+        tokio::select! {
+            tick = ticks.recv() => match tick {
+                Some(tick) => deliver(&sink, tick),
+                None => break,
+            },
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            _ = sighup.recv() => {
+                tracing::warn!("SIGHUP: configuration reload is not supported by this version; restart hostbeat to apply changes");
+            }
+        }
+    }
+
+    sampler.stop();
+    if let Sink::Post(tx, task) = sink {
+        drop(tx);
+        match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
+            Ok(Ok(stats)) => {
+                tracing::info!(
+                    delivered = stats.delivered,
+                    rejected = stats.rejected,
+                    dropped = stats.overflowed,
+                    undelivered = stats.queued,
+                    "postback stopped"
+                );
+            }
+            Ok(Err(e)) => tracing::error!("postback task failed: {e}"),
+            Err(_) => tracing::warn!("postback still in flight after {SHUTDOWN_GRACE:?}: abandoned"),
+        }
+    }
+    tracing::info!("hostbeat stopped");
+    Ok(())
+}
+
+/// Hands one tick's payload to the sink.
+fn deliver(sink: &Sink, tick: Tick) {
+    tracing::debug!(seq = tick.payload.seq, bytes = tick.payload.json.len(), cost_ms = tick.cost.as_secs_f64() * 1e3, "sample");
+    match sink {
+        Sink::Stdout => {
+            let mut out = std::io::stdout().lock();
+            let written = out
+                .write_all(&tick.payload.json)
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush());
+            if let Err(e) = written {
+                tracing::error!("writing payload to stdout: {e}");
+            }
+        }
+        Sink::Post(tx, _) => {
+            if let Err(e) = tx.try_send(tick.payload) {
+                tracing::warn!("postback task busy, payload dropped: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_url_hides_credentials_and_query() {
+        assert_eq!(
+            display_url("https://u:p@example.com/postback/?token=abc"),
+            "https://example.com/postback/"
+        );
+    }
+}

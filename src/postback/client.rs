@@ -1,0 +1,153 @@
+//! One HTTP POST of one payload, and its classification.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+
+use super::policy::{self, Verdict};
+use crate::config::Postback;
+use crate::payload::{Payload, VERSION};
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("postback.url: {0}")]
+    Url(String),
+    #[error("postback.forwarded_host: not a valid header value")]
+    ForwardedHost,
+    #[error("building the HTTP client: {0}")]
+    Build(String),
+}
+
+/// What one attempt produced.
+#[derive(Debug)]
+pub struct Attempt {
+    pub verdict: Verdict,
+    /// HTTP status, when a response came.
+    pub status: Option<u16>,
+    /// Error text or the start of the response body, for the log. Never holds
+    /// the URL (it may carry the token).
+    pub detail: String,
+}
+
+/// Posts payloads to the configured receiver.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    /// The URL with the token in its query: never logged.
+    url: reqwest::Url,
+    forwarded_host: Option<HeaderValue>,
+}
+
+impl Client {
+    /// Builds a client for `cfg` (which must have a `url`).
+    pub fn new(cfg: &Postback) -> Result<Self, ClientError> {
+        let raw = cfg.url.as_deref().ok_or_else(|| ClientError::Url("not set".into()))?;
+        let mut url = reqwest::Url::parse(raw).map_err(|e| ClientError::Url(e.to_string()))?;
+        if let Some(token) = &cfg.token {
+            url.query_pairs_mut().append_pair("token", token.expose());
+        }
+        let forwarded_host = cfg
+            .forwarded_host
+            .as_deref()
+            .map(|h| HeaderValue::from_str(h).map_err(|_| ClientError::ForwardedHost))
+            .transpose()?;
+        // reqwest is built without a bundled crypto provider; ring is small.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(format!("hostbeat/{VERSION}"))
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClientError::Build(e.without_url().to_string()))?;
+        Ok(Client {
+            http,
+            url,
+            forwarded_host,
+        })
+    }
+
+    /// Sends one payload and classifies the outcome.
+    pub async fn post(&self, payload: &Payload) -> Attempt {
+        let mut req = self
+            .http
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(payload.form_body());
+        if let Some(h) = &self.forwarded_host {
+            req = req.header("X-Forwarded-Host", h.clone());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt {
+                    verdict: Verdict::Failed,
+                    status: None,
+                    detail: describe(e),
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let verdict = policy::classify(status, retry_after.as_deref(), SystemTime::now());
+        let detail = if verdict == Verdict::Delivered {
+            String::new()
+        } else {
+            let body = resp.text().await.unwrap_or_default();
+            truncate(body.trim(), 512)
+        };
+        Attempt {
+            verdict,
+            status: Some(status),
+            detail,
+        }
+    }
+}
+
+/// An error's text without its URL, with its causes.
+fn describe(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut text = kind.to_owned();
+    let e = e.without_url();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundary() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("ééé", 3), "é…");
+    }
+}

@@ -1,0 +1,102 @@
+//! The sampling thread: collects on a fixed schedule and hands each payload
+//! to the async side. Blocking `/proc` reads stay off the runtime, and the
+//! schedule is anchored to the start so no drift accumulates.
+
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::collect::Collector;
+use crate::payload::{Builder, Payload};
+
+/// Time from the priming sample to the first real one (rates need two).
+pub const WARMUP: Duration = Duration::from_secs(1);
+
+/// Deadline of tick `k`: `start + warmup + k × interval`.
+pub fn deadline(start: Instant, warmup: Duration, interval: Duration, k: u32) -> Instant {
+    start + warmup + interval * k
+}
+
+/// The first tick index whose deadline is after `now` (skips ticks missed
+/// while a sample ran long or the machine was suspended: no burst follows).
+pub fn next_tick(start: Instant, warmup: Duration, interval: Duration, now: Instant) -> u32 {
+    let since = now.saturating_duration_since(start + warmup);
+    let done = since.as_nanos() / interval.as_nanos().max(1);
+    u32::try_from(done + 1).unwrap_or(u32::MAX)
+}
+
+/// One collected sample, serialised.
+#[derive(Debug)]
+pub struct Tick {
+    pub payload: Payload,
+    /// Time spent collecting and serialising.
+    pub cost: Duration,
+}
+
+/// Handle to the running sampler thread; dropping it stops the thread.
+#[derive(Debug)]
+pub struct Sampler {
+    stop: std_mpsc::Sender<()>,
+    _thread: JoinHandle<()>,
+}
+
+impl Sampler {
+    /// Starts sampling every `interval`, the first tick [`WARMUP`] (or
+    /// `interval`, if shorter) after a priming sample.
+    pub fn spawn(mut collector: Collector, mut builder: Builder, interval: Duration, tx: mpsc::Sender<Tick>) -> std::io::Result<Self> {
+        let (stop, stopped) = std_mpsc::channel();
+        let thread = std::thread::Builder::new().name("sampler".into()).spawn(move || {
+            let start = Instant::now();
+            collector.sample();
+            let warmup = WARMUP.min(interval);
+            let mut k = 0;
+            loop {
+                let wait = deadline(start, warmup, interval, k).saturating_duration_since(Instant::now());
+                if !matches!(stopped.recv_timeout(wait), Err(std_mpsc::RecvTimeoutError::Timeout)) {
+                    return;
+                }
+                let began = Instant::now();
+                let payload = builder.build(&collector.sample());
+                let tick = Tick {
+                    payload,
+                    cost: began.elapsed(),
+                };
+                match tx.try_send(tick) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(t)) => {
+                        tracing::warn!(seq = t.payload.seq, "daemon busy: sample dropped")
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+                k = next_tick(start, warmup, interval, Instant::now()).max(k + 1);
+            }
+        })?;
+        Ok(Sampler { stop, _thread: thread })
+    }
+
+    /// Asks the thread to stop after its current sample.
+    pub fn stop(&self) {
+        let _ = self.stop.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_anchored_to_start() {
+        let t0 = Instant::now();
+        let (w, i) = (Duration::from_secs(1), Duration::from_secs(60));
+        assert_eq!(deadline(t0, w, i, 0), t0 + w);
+        assert_eq!(deadline(t0, w, i, 3), t0 + w + i * 3);
+        // a sample that finished 2 s late still aims at the next planned deadline
+        assert_eq!(next_tick(t0, w, i, t0 + w + Duration::from_secs(2)), 1);
+        // 2.5 intervals missed (suspend): skip to the next future tick, no burst
+        assert_eq!(next_tick(t0, w, i, t0 + w + i * 5 / 2), 3);
+        // before the first deadline
+        assert_eq!(next_tick(t0, w, i, t0), 1);
+    }
+}
