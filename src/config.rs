@@ -180,7 +180,13 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     if config.postback.token.is_some() {
         warnings.extend(mode_warning(path));
     }
-    resolve_token(&mut config, &text, &file, std::env::var(TOKEN_ENV).ok(), &mut warnings)?;
+    resolve_token(
+        &mut config,
+        &text,
+        &file,
+        std::env::var(TOKEN_ENV).ok(),
+        &mut warnings,
+    )?;
     Ok(Loaded { config, warnings })
 }
 
@@ -194,12 +200,20 @@ pub fn defaults() -> Config {
 }
 
 /// Applies the environment override or reads `token_file`.
-fn resolve_token(config: &mut Config, text: &str, file: &str, env: Option<String>, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+fn resolve_token(
+    config: &mut Config,
+    text: &str,
+    file: &str,
+    env: Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
     if let Some(t) = env.filter(|t| !t.is_empty()) {
         config.postback.token = Some(Secret::new(t));
         return Ok(());
     }
-    let Some(token_file) = &config.postback.token_file else { return Ok(()) };
+    let Some(token_file) = &config.postback.token_file else {
+        return Ok(());
+    };
     let problem = |message: String| {
         ConfigError::Invalid(vec![Problem {
             file: file.to_owned(),
@@ -251,7 +265,11 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             message,
         })
         .collect();
-    if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
 }
 
 /// Every rule a parsed config breaks, as (field path, message).
@@ -262,13 +280,19 @@ pub fn validate(c: &Config) -> Vec<(Vec<&'static str>, String)> {
     const MIN: Duration = Duration::from_millis(100);
 
     if c.agent.hostname.as_deref().is_some_and(|h| h.trim().is_empty()) {
-        bad(&["agent", "hostname"], "must not be empty (leave it out to use the system's)".into());
+        bad(
+            &["agent", "hostname"],
+            "must not be empty (leave it out to use the system's)".into(),
+        );
     }
     if !at_least(c.agent.interval, MIN) || c.agent.interval > Duration::from_secs(3600) {
         bad(&["agent", "interval"], "must be between 100ms and 1h".into());
     }
     if !c.agent.state_dir.is_absolute() {
-        bad(&["agent", "state_dir"], format!("must be an absolute path, got {:?}", c.agent.state_dir));
+        bad(
+            &["agent", "state_dir"],
+            format!("must be an absolute path, got {:?}", c.agent.state_dir),
+        );
     }
 
     let p = &c.postback;
@@ -277,11 +301,17 @@ pub fn validate(c: &Config) -> Vec<(Vec<&'static str>, String)> {
             bad(&["postback", "url"], msg);
         }
         if p.agent_key.trim().is_empty() {
-            bad(&["postback", "agent_key"], "is required when postback.url is set".into());
+            bad(
+                &["postback", "agent_key"],
+                "is required when postback.url is set".into(),
+            );
         }
     }
     if p.token.is_some() && p.token_file.is_some() {
-        bad(&["postback", "token_file"], "set either token or token_file, not both".into());
+        bad(
+            &["postback", "token_file"],
+            "set either token or token_file, not both".into(),
+        );
     }
     if p.token.as_ref().is_some_and(Secret::is_empty) {
         bad(&["postback", "token"], "must not be empty".into());
@@ -289,21 +319,34 @@ pub fn validate(c: &Config) -> Vec<(Vec<&'static str>, String)> {
     if let Some(h) = &p.forwarded_host
         && (h.is_empty() || h.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
     {
-        bad(&["postback", "forwarded_host"], format!("{h:?} is not a host name"));
+        bad(
+            &["postback", "forwarded_host"],
+            format!("{h:?} is not a host name"),
+        );
     }
-    for (name, d) in [("min_interval", p.min_interval), ("timeout", p.timeout), ("backoff", p.backoff)] {
+    for (name, d) in [
+        ("min_interval", p.min_interval),
+        ("timeout", p.timeout),
+        ("backoff", p.backoff),
+    ] {
         if !at_least(d, MIN) {
             bad(&["postback", name], "must be at least 100ms".into());
         }
     }
     if p.backoff_max < p.backoff {
-        bad(&["postback", "backoff_max"], "must not be less than postback.backoff".into());
+        bad(
+            &["postback", "backoff_max"],
+            "must not be less than postback.backoff".into(),
+        );
     }
     if p.queue_max == 0 {
         bad(&["postback", "queue_max"], "must be at least 1".into());
     }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&c.log.level) {
-        bad(&["log", "level"], format!("{:?} is not a log filter: {e}", c.log.level));
+        bad(
+            &["log", "level"],
+            format!("{:?} is not a log filter: {e}", c.log.level),
+        );
     }
     out
 }
@@ -312,7 +355,10 @@ pub fn validate(c: &Config) -> Vec<(Vec<&'static str>, String)> {
 fn check_url(url: &str) -> Result<(), String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("{url:?}: scheme must be http or https, got {:?}", u.scheme()));
+        return Err(format!(
+            "{url:?}: scheme must be http or https, got {:?}",
+            u.scheme()
+        ));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err(format!("{url:?} has no host"));
@@ -332,7 +378,9 @@ pub fn key_line(text: &str, path: &[&str]) -> Option<usize> {
     let mut table = root.get_ref();
     let mut line = None;
     for key in path {
-        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref() == key) else { break };
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref() == key) else {
+            break;
+        };
         line = Some(line_of(text, k.span().start));
         match v.get_ref() {
             DeValue::Table(t) => table = t,
@@ -390,7 +438,9 @@ pub mod duration {
                 _ => return Err(err()),
             };
             rest = &rest[unit_len..];
-            let part = unit.checked_mul(u32::try_from(n).map_err(|_| err())?).ok_or_else(err)?;
+            let part = unit
+                .checked_mul(u32::try_from(n).map_err(|_| err())?)
+                .ok_or_else(err)?;
             total = total.checked_add(part).ok_or_else(err)?;
         }
         Ok(total)
@@ -441,13 +491,21 @@ mod tests {
     fn unknown_key_names_field_and_line() {
         let p = problems("[agent]\ninterval = \"60s\"\nintervall = \"5s\"\n");
         assert_eq!(p.len(), 1);
-        assert!(p[0].starts_with("t.toml line 3: agent.intervall: unknown field"), "{}", p[0]);
+        assert!(
+            p[0].starts_with("t.toml line 3: agent.intervall: unknown field"),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]
     fn bad_duration_names_field_and_line() {
         let p = problems("[postback]\nmin_interval = \"soon\"\n");
-        assert!(p[0].starts_with("t.toml line 2: postback.min_interval: invalid duration"), "{}", p[0]);
+        assert!(
+            p[0].starts_with("t.toml line 2: postback.min_interval: invalid duration"),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]
@@ -484,8 +542,13 @@ mod tests {
 
         let missing = "[postback]\ntoken_file = \"/nonexistent/token\"\n";
         let mut c = parse(missing, "t.toml").unwrap();
-        let e = resolve_token(&mut c, missing, "t.toml", None, &mut w).unwrap_err().to_string();
-        assert!(e.starts_with("t.toml line 2: postback.token_file: cannot read"), "{e}");
+        let e = resolve_token(&mut c, missing, "t.toml", None, &mut w)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.toml line 2: postback.token_file: cannot read"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -496,7 +559,11 @@ mod tests {
         std::fs::write(&f, "[postback]\ntoken = \"x\"\n").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         let l = load(&f).unwrap();
-        assert!(l.warnings.iter().any(|w| w.contains("mode 0644")), "{:?}", l.warnings);
+        assert!(
+            l.warnings.iter().any(|w| w.contains("mode 0644")),
+            "{:?}",
+            l.warnings
+        );
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(load(&f).unwrap().warnings.is_empty());
     }

@@ -41,7 +41,11 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 /// A payload builder for this host and config.
 pub fn builder(config: &Config) -> Builder {
     let system = SystemInfo::detect();
-    let hostname = config.agent.hostname.clone().unwrap_or_else(|| system.hostname.clone());
+    let hostname = config
+        .agent
+        .hostname
+        .clone()
+        .unwrap_or_else(|| system.hostname.clone());
     Builder::new(config.postback.agent_key.clone(), hostname, system)
 }
 
@@ -91,8 +95,13 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     };
 
     let (tick_tx, mut ticks) = mpsc::channel::<Tick>(8);
-    let sampler = Sampler::spawn(Collector::new(ProcFs::from_env()), builder(&config), config.agent.interval, tick_tx)
-        .map_err(DaemonError::Sampler)?;
+    let sampler = Sampler::spawn(
+        Collector::new(ProcFs::from_env()),
+        builder(&config),
+        config.agent.interval,
+        tick_tx,
+    )
+    .map_err(DaemonError::Sampler)?;
     tracing::info!(version = crate::payload::VERSION, interval = ?config.agent.interval, "hostbeat started");
 
     loop {
@@ -132,7 +141,12 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
 
 /// Hands one tick's payload to the sink.
 fn deliver(sink: &Sink, tick: Tick) {
-    tracing::debug!(seq = tick.payload.seq, bytes = tick.payload.json.len(), cost_ms = tick.cost.as_secs_f64() * 1e3, "sample");
+    tracing::debug!(
+        seq = tick.payload.seq,
+        bytes = tick.payload.json.len(),
+        cost_ms = tick.cost.as_secs_f64() * 1e3,
+        "sample"
+    );
     match sink {
         Sink::Stdout => {
             let mut out = std::io::stdout().lock();

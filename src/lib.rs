@@ -6,10 +6,10 @@
 //! stable metric names, [`daemon`] the wiring of it all.
 
 pub mod collect;
+pub mod config;
+pub mod daemon;
 pub mod metrics;
 pub mod payload;
-pub mod secret;
-pub mod config;
 pub mod postback;
-pub mod daemon;
 pub mod sampler;
+pub mod secret;

@@ -47,7 +47,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match dispatch(cli) {
@@ -68,13 +72,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Once(arg) => {
-            let Some(config) = load_or_report(arg.config.as_deref()) else { return Ok(ExitCode::from(EX_CONFIG)) };
+            let Some(config) = load_or_report(arg.config.as_deref()) else {
+                return Ok(ExitCode::from(EX_CONFIG));
+            };
             init_logging(cli.log_level.as_deref(), &config);
             once(&config)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(arg) => {
-            let Some(config) = load_or_report(arg.config.as_deref()) else { return Ok(ExitCode::from(EX_CONFIG)) };
+            let Some(config) = load_or_report(arg.config.as_deref()) else {
+                return Ok(ExitCode::from(EX_CONFIG));
+            };
             init_logging(cli.log_level.as_deref(), &config);
             daemon::run(config).context("hostbeat run")?;
             Ok(ExitCode::SUCCESS)
@@ -156,8 +164,15 @@ fn print_metrics() -> std::io::Result<()> {
         let d = metrics::lookup(s.name);
         let unit = d.map_or("", |d| d.unit);
         let help = d.map_or("", |d| d.help);
-        let value = if s.value.fract() == 0.0 { format!("{:.0}", s.value) } else { format!("{:.2}", s.value) };
-        out(&format!("{:<width$}  {value:>14} {unit:<5} {help}", s.to_string()))?;
+        let value = if s.value.fract() == 0.0 {
+            format!("{:.0}", s.value)
+        } else {
+            format!("{:.2}", s.value)
+        };
+        out(&format!(
+            "{:<width$}  {value:>14} {unit:<5} {help}",
+            s.to_string()
+        ))?;
     }
     Ok(())
 }
@@ -174,6 +189,7 @@ fn init_logging(cli_level: Option<&str>, config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = match (config.log.format, journal) {
         (LogFormat::Json, _) => builder.json().try_init(),

@@ -16,8 +16,18 @@ pub struct MetricDef {
     pub help: &'static str,
 }
 
-const fn def(name: &'static str, label: Option<&'static str>, unit: &'static str, help: &'static str) -> MetricDef {
-    MetricDef { name, label, unit, help }
+const fn def(
+    name: &'static str,
+    label: Option<&'static str>,
+    unit: &'static str,
+    help: &'static str,
+) -> MetricDef {
+    MetricDef {
+        name,
+        label,
+        unit,
+        help,
+    }
 }
 
 const CPU: Option<&str> = Some("cpu");
@@ -27,7 +37,12 @@ const IFACE: Option<&str> = Some("iface");
 
 /// Every metric hostbeat produces.
 pub const CATALOGUE: &[MetricDef] = &[
-    def("cpu.usage_pct", None, "%", "CPU busy (all but idle and iowait), all cores"),
+    def(
+        "cpu.usage_pct",
+        None,
+        "%",
+        "CPU busy (all but idle and iowait), all cores",
+    ),
     def("cpu.user_pct", None, "%", "CPU in user mode, guest time excluded"),
     def("cpu.nice_pct", None, "%", "CPU in user mode at low priority"),
     def("cpu.system_pct", None, "%", "CPU in kernel mode"),
@@ -46,7 +61,12 @@ pub const CATALOGUE: &[MetricDef] = &[
     def("mem.total_bytes", None, "B", "physical memory"),
     def("mem.used_bytes", None, "B", "memory in use (total - available)"),
     def("mem.free_bytes", None, "B", "memory unused (MemFree)"),
-    def("mem.available_bytes", None, "B", "memory available without swapping (MemAvailable)"),
+    def(
+        "mem.available_bytes",
+        None,
+        "B",
+        "memory available without swapping (MemAvailable)",
+    ),
     def("mem.cached_bytes", None, "B", "page cache"),
     def("mem.buffers_bytes", None, "B", "block device buffers"),
     def("mem.shared_bytes", None, "B", "shared memory (Shmem)"),
@@ -57,23 +77,73 @@ pub const CATALOGUE: &[MetricDef] = &[
     def("swap.used_pct", None, "%", "swap in use over total"),
     def("disk.total_bytes", MOUNT, "B", "filesystem size"),
     def("disk.used_bytes", MOUNT, "B", "filesystem space used"),
-    def("disk.avail_bytes", MOUNT, "B", "filesystem space available to users"),
-    def("disk.used_pct", MOUNT, "%", "filesystem used over used + available (df Use%)"),
+    def(
+        "disk.avail_bytes",
+        MOUNT,
+        "B",
+        "filesystem space available to users",
+    ),
+    def(
+        "disk.used_pct",
+        MOUNT,
+        "%",
+        "filesystem used over used + available (df Use%)",
+    ),
     def("disk.inodes_used_pct", MOUNT, "%", "inodes used over total"),
-    def("diskio.reads_per_s", DEVICE, "/s", "read requests completed per second"),
-    def("diskio.writes_per_s", DEVICE, "/s", "write requests completed per second"),
-    def("diskio.read_kb_per_s", DEVICE, "kB/s", "kilobytes read per second"),
-    def("diskio.write_kb_per_s", DEVICE, "kB/s", "kilobytes written per second"),
-    def("diskio.await_ms", DEVICE, "ms", "mean time per request, queueing included"),
-    def("diskio.util_pct", DEVICE, "%", "share of time the device was busy"),
+    def(
+        "diskio.reads_per_s",
+        DEVICE,
+        "/s",
+        "read requests completed per second",
+    ),
+    def(
+        "diskio.writes_per_s",
+        DEVICE,
+        "/s",
+        "write requests completed per second",
+    ),
+    def(
+        "diskio.read_kb_per_s",
+        DEVICE,
+        "kB/s",
+        "kilobytes read per second",
+    ),
+    def(
+        "diskio.write_kb_per_s",
+        DEVICE,
+        "kB/s",
+        "kilobytes written per second",
+    ),
+    def(
+        "diskio.await_ms",
+        DEVICE,
+        "ms",
+        "mean time per request, queueing included",
+    ),
+    def(
+        "diskio.util_pct",
+        DEVICE,
+        "%",
+        "share of time the device was busy",
+    ),
     def("net.rx_bytes_per_s", IFACE, "B/s", "bytes received per second"),
     def("net.tx_bytes_per_s", IFACE, "B/s", "bytes sent per second"),
     def("net.rx_packets_per_s", IFACE, "/s", "packets received per second"),
     def("net.tx_packets_per_s", IFACE, "/s", "packets sent per second"),
     def("net.rx_errors_per_s", IFACE, "/s", "receive errors per second"),
     def("net.tx_errors_per_s", IFACE, "/s", "transmit errors per second"),
-    def("net.rx_dropped_per_s", IFACE, "/s", "received packets dropped per second"),
-    def("net.tx_dropped_per_s", IFACE, "/s", "sent packets dropped per second"),
+    def(
+        "net.rx_dropped_per_s",
+        IFACE,
+        "/s",
+        "received packets dropped per second",
+    ),
+    def(
+        "net.tx_dropped_per_s",
+        IFACE,
+        "/s",
+        "sent packets dropped per second",
+    ),
     def("proc.count", None, "", "processes"),
     def("proc.running", None, "", "processes running"),
     def("proc.blocked", None, "", "processes in uninterruptible sleep"),
@@ -111,7 +181,11 @@ struct Out(Vec<Series>);
 
 impl Out {
     fn add(&mut self, name: &'static str, value: f64) {
-        self.0.push(Series { name, label: None, value });
+        self.0.push(Series {
+            name,
+            label: None,
+            value,
+        });
     }
 
     fn labelled(&mut self, name: &'static str, label_value: &str, value: f64) {
@@ -216,7 +290,11 @@ mod tests {
     fn names_are_unique_and_dotted() {
         for (i, d) in CATALOGUE.iter().enumerate() {
             assert!(d.name.contains('.'), "{}", d.name);
-            assert!(CATALOGUE[i + 1..].iter().all(|o| o.name != d.name), "duplicate {}", d.name);
+            assert!(
+                CATALOGUE[i + 1..].iter().all(|o| o.name != d.name),
+                "duplicate {}",
+                d.name
+            );
         }
     }
 
@@ -231,7 +309,9 @@ mod tests {
             let d = lookup(s.name).unwrap_or_else(|| panic!("{} not in catalogue", s.name));
             assert_eq!(d.label, s.label.as_ref().map(|l| l.0), "{}", s.name);
         }
-        let eth0 = all.iter().find(|s| s.to_string() == "net.rx_bytes_per_s{iface=eth0}");
+        let eth0 = all
+            .iter()
+            .find(|s| s.to_string() == "net.rx_bytes_per_s{iface=eth0}");
         assert_eq!(eth0.unwrap().value, 0.0);
         let load = all.iter().find(|s| s.name == "load.1").unwrap();
         assert_eq!(load.value, 0.42);

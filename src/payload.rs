@@ -8,9 +8,9 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
+use crate::collect::cpu::CpuUsage;
 use crate::collect::process::{ps_start, ps_time, tty_name};
 use crate::collect::{CpuSample, DiskIo, DiskUsage, NetIface, Process, Sample, SystemInfo};
-use crate::collect::cpu::CpuUsage;
 
 /// The agent's version as sent in `agentVersion` and `User-Agent`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -81,7 +81,14 @@ impl Builder {
     pub fn build(&mut self, sample: &Sample) -> Payload {
         self.seq += 1;
         let time = unix_secs(sample.taken_at);
-        let doc = document(sample, &self.agent_key, &self.hostname, (self.seq == 1).then_some(&self.system), self.seq, time);
+        let doc = document(
+            sample,
+            &self.agent_key,
+            &self.hostname,
+            (self.seq == 1).then_some(&self.system),
+            self.seq,
+            time,
+        );
         let json = serde_json::to_vec(&doc).expect("payload types always serialise");
         Payload::new(json, self.seq, time)
     }
@@ -332,12 +339,19 @@ fn document<'a>(
             mem_buffers: m.buffers as f64 / MB,
             mem_shared: m.shared as f64 / MB,
             mem_phys_usable: m.available as f64 / MB,
-            mem_phys_pct_usable: if m.total == 0 { 0.0 } else { m.available as f64 * 100.0 / m.total as f64 },
+            mem_phys_pct_usable: if m.total == 0 {
+                0.0
+            } else {
+                m.available as f64 * 100.0 / m.total as f64
+            },
             mem_swap_total: m.swap_total as f64 / MB,
         }),
         disk_usage: s.disks.as_ref().map(|disks| disks.iter().map(disk_row).collect()),
         network_traffic: s.net.as_deref().map(NetTraffic),
-        processes: s.processes.as_ref().map(|t| t.processes.iter().map(|p| process_row(p, time)).collect()),
+        processes: s
+            .processes
+            .as_ref()
+            .map(|t| t.processes.iter().map(|p| process_row(p, time)).collect()),
         io_stats: s.disk_io.as_deref().map(IoStats),
         cpu_stats: s.cpu.as_ref().filter(|c| c.total.is_some()).map(CpuStats),
         system_stats: system.map(|i| SystemStats {
@@ -484,7 +498,9 @@ mod tests {
             assert!(io[k].is_string(), "ioStats.sda.{k}");
         }
         let all = &v["cpuStats"]["ALL"];
-        for k in ["%usr", "%nice", "%sys", "%iowait", "%irq", "%soft", "%steal", "%guest", "%idle"] {
+        for k in [
+            "%usr", "%nice", "%sys", "%iowait", "%irq", "%soft", "%steal", "%guest", "%idle",
+        ] {
             assert!(all[k].is_string(), "cpuStats.ALL.{k}");
         }
         assert!(v["cpuStats"]["CPU0"].is_object());
@@ -521,7 +537,20 @@ mod tests {
         assert!((v["memPhysTotal"].as_f64().unwrap() - 8_030_176.0 / 1024.0).abs() < 1e-6);
         assert!((v["memPhysUsable"].as_f64().unwrap() - 5_312_440.0 / 1024.0).abs() < 1e-6);
         assert!(v["memPhysPctUsable"].as_f64().unwrap() > 66.0);
-        for k in ["memBuffers", "memShared", "memSwapTotal", "system.load.1", "system.load.5", "system.load.15", "cpuUser", "cpuSystem", "cpuWait", "cpuIdle", "cpuStolen", "system.uptime"] {
+        for k in [
+            "memBuffers",
+            "memShared",
+            "memSwapTotal",
+            "system.load.1",
+            "system.load.5",
+            "system.load.15",
+            "cpuUser",
+            "cpuSystem",
+            "cpuWait",
+            "cpuIdle",
+            "cpuStolen",
+            "system.uptime",
+        ] {
             assert!(v[k].is_number(), "{k}");
         }
         assert_eq!(v["hostbeat"]["seq"], 2);

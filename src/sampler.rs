@@ -45,35 +45,48 @@ pub struct Sampler {
 impl Sampler {
     /// Starts sampling every `interval`, the first tick [`WARMUP`] (or
     /// `interval`, if shorter) after a priming sample.
-    pub fn spawn(mut collector: Collector, mut builder: Builder, interval: Duration, tx: mpsc::Sender<Tick>) -> std::io::Result<Self> {
+    pub fn spawn(
+        mut collector: Collector,
+        mut builder: Builder,
+        interval: Duration,
+        tx: mpsc::Sender<Tick>,
+    ) -> std::io::Result<Self> {
         let (stop, stopped) = std_mpsc::channel();
-        let thread = std::thread::Builder::new().name("sampler".into()).spawn(move || {
-            let start = Instant::now();
-            collector.sample();
-            let warmup = WARMUP.min(interval);
-            let mut k = 0;
-            loop {
-                let wait = deadline(start, warmup, interval, k).saturating_duration_since(Instant::now());
-                if !matches!(stopped.recv_timeout(wait), Err(std_mpsc::RecvTimeoutError::Timeout)) {
-                    return;
-                }
-                let began = Instant::now();
-                let payload = builder.build(&collector.sample());
-                let tick = Tick {
-                    payload,
-                    cost: began.elapsed(),
-                };
-                match tx.try_send(tick) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(t)) => {
-                        tracing::warn!(seq = t.payload.seq, "daemon busy: sample dropped")
+        let thread = std::thread::Builder::new()
+            .name("sampler".into())
+            .spawn(move || {
+                let start = Instant::now();
+                collector.sample();
+                let warmup = WARMUP.min(interval);
+                let mut k = 0;
+                loop {
+                    let wait = deadline(start, warmup, interval, k).saturating_duration_since(Instant::now());
+                    if !matches!(
+                        stopped.recv_timeout(wait),
+                        Err(std_mpsc::RecvTimeoutError::Timeout)
+                    ) {
+                        return;
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    let began = Instant::now();
+                    let payload = builder.build(&collector.sample());
+                    let tick = Tick {
+                        payload,
+                        cost: began.elapsed(),
+                    };
+                    match tx.try_send(tick) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(t)) => {
+                            tracing::warn!(seq = t.payload.seq, "daemon busy: sample dropped")
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                    k = next_tick(start, warmup, interval, Instant::now()).max(k + 1);
                 }
-                k = next_tick(start, warmup, interval, Instant::now()).max(k + 1);
-            }
-        })?;
-        Ok(Sampler { stop, _thread: thread })
+            })?;
+        Ok(Sampler {
+            stop,
+            _thread: thread,
+        })
     }
 
     /// Asks the thread to stop after its current sample.

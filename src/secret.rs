@@ -52,7 +52,10 @@ mod tests {
     #[test]
     fn never_formats_the_value() {
         let s = Secret::new("hunter2");
-        assert_eq!(format!("{s} {s:?} {:?}", Some(&s)), "******** ******** Some(********)");
+        assert_eq!(
+            format!("{s} {s:?} {:?}", Some(&s)),
+            "******** ******** Some(********)"
+        );
         assert_eq!(s.expose(), "hunter2");
     }
 }

@@ -109,7 +109,18 @@ fn parse_times<'a>(fields: impl Iterator<Item = &'a str>) -> Result<CpuTimes, Co
     if n < 4 {
         return Err(CollectError::parse("stat", "cpu line has fewer than 4 columns"));
     }
-    let [user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice] = v;
+    let [
+        user,
+        nice,
+        system,
+        idle,
+        iowait,
+        irq,
+        softirq,
+        steal,
+        guest,
+        guest_nice,
+    ] = v;
     Ok(CpuTimes {
         user,
         nice,

@@ -16,11 +16,40 @@ pub struct Mount {
 /// Filesystems that hold no user data (kernel interfaces, in-memory, images)
 /// or that can hang `statvfs` when their server is gone (network filesystems).
 const SKIPPED_FS: &[&str] = &[
-    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
-    "devtmpfs", "efivarfs", "fusectl", "fuse.gvfsd-fuse", "fuse.lxcfs", "fuse.portal", "hugetlbfs",
-    "iso9660", "mqueue", "nsfs", "proc", "pstore", "ramfs", "rpc_pipefs", "securityfs",
-    "selinuxfs", "squashfs", "sysfs", "tmpfs", "tracefs", "cifs", "smb3", "nfs", "nfs4",
-    "fuse.sshfs", "9p",
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "fusectl",
+    "fuse.gvfsd-fuse",
+    "fuse.lxcfs",
+    "fuse.portal",
+    "hugetlbfs",
+    "iso9660",
+    "mqueue",
+    "nsfs",
+    "proc",
+    "pstore",
+    "ramfs",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "squashfs",
+    "sysfs",
+    "tmpfs",
+    "tracefs",
+    "cifs",
+    "smb3",
+    "nfs",
+    "nfs4",
+    "fuse.sshfs",
+    "9p",
 ];
 
 /// Parses a mount table (`/proc/self/mounts`), keeping real filesystems once
@@ -55,7 +84,9 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let oct = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match oct {
             Some(d) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -83,6 +114,8 @@ pub struct FsStats {
 }
 
 /// `statvfs(2)` on `path`.
+// The field types are u32 or u64 depending on the target.
+#[allow(clippy::useless_conversion)]
 pub fn statvfs(path: &Path) -> std::io::Result<FsStats> {
     use std::os::unix::ffi::OsStrExt;
     let c = CString::new(path.as_os_str().as_bytes())
@@ -95,13 +128,13 @@ pub fn statvfs(path: &Path) -> std::io::Result<FsStats> {
     }
     // SAFETY: statvfs returned 0, so it filled the struct.
     let st = unsafe { st.assume_init() };
-    let frsize = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize } as u64;
+    let frsize = u64::from(if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize });
     Ok(FsStats {
-        total_bytes: (st.f_blocks as u64).saturating_mul(frsize),
-        free_bytes: (st.f_bfree as u64).saturating_mul(frsize),
-        avail_bytes: (st.f_bavail as u64).saturating_mul(frsize),
-        inodes_total: st.f_files as u64,
-        inodes_free: st.f_ffree as u64,
+        total_bytes: u64::from(st.f_blocks).saturating_mul(frsize),
+        free_bytes: u64::from(st.f_bfree).saturating_mul(frsize),
+        avail_bytes: u64::from(st.f_bavail).saturating_mul(frsize),
+        inodes_total: u64::from(st.f_files),
+        inodes_free: u64::from(st.f_ffree),
     })
 }
 
@@ -125,7 +158,13 @@ pub struct DiskUsage {
 pub fn usage(mount: &Mount, st: &FsStats) -> DiskUsage {
     let used = st.total_bytes.saturating_sub(st.free_bytes);
     let inodes_used = st.inodes_total.saturating_sub(st.inodes_free);
-    let pct = |part: u64, whole: u64| if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 };
+    let pct = |part: u64, whole: u64| {
+        if whole == 0 {
+            0.0
+        } else {
+            part as f64 * 100.0 / whole as f64
+        }
+    };
     DiskUsage {
         device: mount.device.clone(),
         mount_point: mount.mount_point.clone(),
@@ -178,7 +217,10 @@ pub fn parse_diskstats(text: &str) -> Result<Vec<(String, DiskCounters)>, Collec
             continue;
         }
         if f.len() < 14 {
-            return Err(CollectError::parse("diskstats", format!("short line {:?}", line.trim())));
+            return Err(CollectError::parse(
+                "diskstats",
+                format!("short line {:?}", line.trim()),
+            ));
         }
         let name = f[2];
         if ["loop", "ram", "zram"].iter().any(|p| name.starts_with(p)) {
@@ -223,7 +265,8 @@ pub fn io_rates(device: &str, prev: &DiskCounters, cur: &DiskCounters, secs: f64
     let reads = counter_delta(prev.reads, cur.reads);
     let writes = counter_delta(prev.writes, cur.writes);
     let ios = reads + writes;
-    let wait_ms = counter_delta(prev.ms_reading, cur.ms_reading) + counter_delta(prev.ms_writing, cur.ms_writing);
+    let wait_ms =
+        counter_delta(prev.ms_reading, cur.ms_reading) + counter_delta(prev.ms_writing, cur.ms_writing);
     // Sectors in diskstats are always 512 bytes.
     let kb = |d: u64| per_second(d, secs) / 2.0;
     let busy_ms = counter_delta(prev.ms_doing_io, cur.ms_doing_io) as f64;
@@ -233,8 +276,16 @@ pub fn io_rates(device: &str, prev: &DiskCounters, cur: &DiskCounters, secs: f64
         writes_per_s: per_second(writes, secs),
         read_kb_per_s: kb(counter_delta(prev.sectors_read, cur.sectors_read)),
         write_kb_per_s: kb(counter_delta(prev.sectors_written, cur.sectors_written)),
-        await_ms: if ios == 0 { 0.0 } else { wait_ms as f64 / ios as f64 },
-        util_pct: if secs > 0.0 { (busy_ms / (secs * 10.0)).clamp(0.0, 100.0) } else { 0.0 },
+        await_ms: if ios == 0 {
+            0.0
+        } else {
+            wait_ms as f64 / ios as f64
+        },
+        util_pct: if secs > 0.0 {
+            (busy_ms / (secs * 10.0)).clamp(0.0, 100.0)
+        } else {
+            0.0
+        },
     }
 }
 
@@ -247,7 +298,12 @@ pub struct IoState {
 impl IoState {
     /// Reads `/proc/diskstats`; rates need `secs` since the previous call
     /// (`None` on the first, which yields an empty list).
-    pub fn collect(&mut self, procfs: &ProcFs, buf: &mut String, secs: Option<f64>) -> Result<Vec<DiskIo>, CollectError> {
+    pub fn collect(
+        &mut self,
+        procfs: &ProcFs,
+        buf: &mut String,
+        secs: Option<f64>,
+    ) -> Result<Vec<DiskIo>, CollectError> {
         procfs.read_into("diskstats", buf)?;
         let cur = parse_diskstats(buf)?;
         let out = match secs {
@@ -347,7 +403,10 @@ mod tests {
         assert_eq!(back.reads_per_s, 0.0);
         assert_eq!(back.util_pct, 0.0);
         // busy time above the interval is clamped
-        let over = DiskCounters { ms_doing_io: 5_000, ..cur };
+        let over = DiskCounters {
+            ms_doing_io: 5_000,
+            ..cur
+        };
         assert_eq!(io_rates("sda", &prev, &over, 1.0).util_pct, 100.0);
     }
 }

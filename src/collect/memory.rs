@@ -32,7 +32,11 @@ impl Memory {
 }
 
 fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
 }
 
 /// Parses `/proc/meminfo` (values in kB). `MemTotal` and `MemFree` are
@@ -41,8 +45,13 @@ pub fn parse_meminfo(text: &str) -> Result<Memory, CollectError> {
     let (mut total, mut free, mut available) = (None, None, None);
     let mut m = Memory::default();
     for line in text.lines() {
-        let Some((key, rest)) = line.split_once(':') else { continue };
-        let Some(kb) = rest.split_ascii_whitespace().next().and_then(|v| v.parse::<u64>().ok())
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(kb) = rest
+            .split_ascii_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
         else {
             continue;
         };
@@ -61,9 +70,7 @@ pub fn parse_meminfo(text: &str) -> Result<Memory, CollectError> {
     }
     m.total = total.ok_or_else(|| CollectError::parse("meminfo", "no MemTotal"))?;
     m.free = free.ok_or_else(|| CollectError::parse("meminfo", "no MemFree"))?;
-    m.available = available
-        .unwrap_or(m.free + m.buffers + m.cached)
-        .min(m.total);
+    m.available = available.unwrap_or(m.free + m.buffers + m.cached).min(m.total);
     m.used = m.total - m.available;
     m.swap_free = m.swap_free.min(m.swap_total);
     m.swap_used = m.swap_total - m.swap_free;
@@ -96,7 +103,8 @@ mod tests {
 
     #[test]
     fn old_kernel_without_memavailable() {
-        let m = parse_meminfo("MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 250 kB\n").unwrap();
+        let m =
+            parse_meminfo("MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 250 kB\n").unwrap();
         assert_eq!(m.available, 400 * 1024);
         assert_eq!(m.swap_total, 0);
         assert_eq!(m.swap_used_pct(), 0.0);
@@ -111,7 +119,10 @@ mod tests {
 
     #[test]
     fn inconsistent_values_never_underflow() {
-        let m = parse_meminfo("MemTotal: 100 kB\nMemFree: 10 kB\nMemAvailable: 500 kB\nSwapTotal: 5 kB\nSwapFree: 9 kB\n").unwrap();
+        let m = parse_meminfo(
+            "MemTotal: 100 kB\nMemFree: 10 kB\nMemAvailable: 500 kB\nSwapTotal: 5 kB\nSwapFree: 9 kB\n",
+        )
+        .unwrap();
         assert_eq!(m.used, 0);
         assert_eq!(m.swap_used, 0);
     }

@@ -36,7 +36,9 @@ pub struct NetIface {
 pub fn parse_net_dev(text: &str) -> Result<Vec<(String, NetCounters)>, CollectError> {
     let mut out = Vec::new();
     for line in text.lines() {
-        let Some((name, rest)) = line.split_once(':') else { continue };
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
         let name = name.trim();
         let mut v = [0u64; 16];
         let mut n = 0;
@@ -95,7 +97,12 @@ pub struct NetState {
 impl NetState {
     /// Reads `/proc/net/dev`; the first call (no `secs`) yields an empty list,
     /// and an interface that appeared since the previous call is left out once.
-    pub fn collect(&mut self, procfs: &ProcFs, buf: &mut String, secs: Option<f64>) -> Result<Vec<NetIface>, CollectError> {
+    pub fn collect(
+        &mut self,
+        procfs: &ProcFs,
+        buf: &mut String,
+        secs: Option<f64>,
+    ) -> Result<Vec<NetIface>, CollectError> {
         procfs.read_into("net/dev", buf)?;
         let cur = parse_net_dev(buf)?;
         let out = match secs {
@@ -153,7 +160,15 @@ mod tests {
         assert_eq!(r.tx_bytes_per_s, 1_000.0);
         assert_eq!(r.rx_packets_per_s, 5.0);
         // interface re-created: counters restart, no absurd spike
-        let reset = rates("eth0", &cur, &NetCounters { tx_bytes: 5, ..NetCounters::default() }, 1.0);
+        let reset = rates(
+            "eth0",
+            &cur,
+            &NetCounters {
+                tx_bytes: 5,
+                ..NetCounters::default()
+            },
+            1.0,
+        );
         assert_eq!(reset.tx_bytes, 0);
     }
 }

@@ -151,7 +151,9 @@ pub fn ps_time(cpu_time_s: f64) -> String {
 
 /// `ps`'s `START` (in UTC): `HH:MM` if today, `MonDD` if this year, else the year.
 pub fn ps_start(start: u64, now: u64) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let (sy, sm, sd) = civil_from_days((start / 86_400) as i64);
     let (ny, _, _) = civil_from_days((now / 86_400) as i64);
     if start / 86_400 == now / 86_400 {
@@ -257,7 +259,12 @@ impl Scanner {
     /// A scanner with empty caches.
     pub fn new() -> Self {
         // SAFETY: sysconf has no preconditions.
-        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
         Scanner {
             commands: HashMap::new(),
             users: Users::default(),
@@ -268,7 +275,12 @@ impl Scanner {
     }
 
     /// Reads every `/proc/PID`. Processes that exit during the walk are skipped.
-    pub fn scan(&mut self, procfs: &ProcFs, buf: &mut String, ctx: &ScanContext) -> Result<ProcessTable, CollectError> {
+    pub fn scan(
+        &mut self,
+        procfs: &ProcFs,
+        buf: &mut String,
+        ctx: &ScanContext,
+    ) -> Result<ProcessTable, CollectError> {
         self.pass += 1;
         self.users.refresh(buf);
         let root = procfs.root();
@@ -283,7 +295,9 @@ impl Scanner {
         let mut path = PathBuf::from(root);
         for entry in dir.flatten() {
             let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
             path.push(&name);
             let row = self.read_one(&mut path, pid, buf, ctx, now);
             path.pop();
@@ -306,10 +320,19 @@ impl Scanner {
     }
 
     /// One process; `None` when it vanished or its files are unreadable.
-    fn read_one(&mut self, dir: &mut PathBuf, pid: u32, buf: &mut String, ctx: &ScanContext, now: u64) -> Option<(PidStat, Process)> {
+    fn read_one(
+        &mut self,
+        dir: &mut PathBuf,
+        pid: u32,
+        buf: &mut String,
+        ctx: &ScanContext,
+        now: u64,
+    ) -> Option<(PidStat, Process)> {
         let uid = std::fs::metadata(&*dir).ok()?.uid();
         dir.push("stat");
-        let stat = read_file_into(dir, buf).ok().and_then(|()| parse_pid_stat(buf).ok());
+        let stat = read_file_into(dir, buf)
+            .ok()
+            .and_then(|()| parse_pid_stat(buf).ok());
         dir.pop();
         let st = stat?;
         let command = self.command(dir, &st, buf);
@@ -425,7 +448,9 @@ mod tests {
 
     #[test]
     fn passwd() {
-        let u = parse_passwd("root:x:0:0:root:/root:/bin/bash\nbroken\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\n");
+        let u = parse_passwd(
+            "root:x:0:0:root:/root:/bin/bash\nbroken\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\n",
+        );
         assert_eq!(&*u[&0], "root");
         assert_eq!(&*u[&33], "www-data");
         assert_eq!(u.len(), 2);
@@ -457,7 +482,9 @@ mod tests {
     #[test]
     fn scans_this_host() {
         let mut s = Scanner::new();
-        let t = s.scan(&ProcFs::at("/proc"), &mut String::new(), &ScanContext::default()).unwrap();
+        let t = s
+            .scan(&ProcFs::at("/proc"), &mut String::new(), &ScanContext::default())
+            .unwrap();
         let me = std::process::id();
         assert!(t.processes.iter().any(|p| p.pid == me));
     }

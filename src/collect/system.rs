@@ -15,7 +15,10 @@ pub fn parse_loadavg(text: &str) -> Result<LoadAvg, CollectError> {
     let mut f = text.split_ascii_whitespace().map(str::parse::<f64>);
     let mut next = || match f.next() {
         Some(Ok(v)) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(CollectError::parse("loadavg", format!("unexpected content {:?}", text.trim()))),
+        _ => Err(CollectError::parse(
+            "loadavg",
+            format!("unexpected content {:?}", text.trim()),
+        )),
     };
     Ok(LoadAvg {
         one: next()?,

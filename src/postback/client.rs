@@ -42,7 +42,10 @@ pub struct Client {
 impl Client {
     /// Builds a client for `cfg` (which must have a `url`).
     pub fn new(cfg: &Postback) -> Result<Self, ClientError> {
-        let raw = cfg.url.as_deref().ok_or_else(|| ClientError::Url("not set".into()))?;
+        let raw = cfg
+            .url
+            .as_deref()
+            .ok_or_else(|| ClientError::Url("not set".into()))?;
         let mut url = reqwest::Url::parse(raw).map_err(|e| ClientError::Url(e.to_string()))?;
         if let Some(token) = &cfg.token {
             url.query_pairs_mut().append_pair("token", token.expose());

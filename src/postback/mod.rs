@@ -191,8 +191,12 @@ impl Delivery {
                 seq, status, queued, retry_in, response = %detail,
                 "receiver refused the credentials: check postback.token (or token_file, HOSTBEAT_POSTBACK_TOKEN), postback.agent_key and postback.forwarded_host"
             ),
-            Verdict::Throttled(_) => tracing::warn!(seq, status, queued, retry_in, "receiver asked to slow down (429)"),
-            _ => tracing::warn!(seq, status, queued, retry_in, error = %detail, "postback failed; will retry"),
+            Verdict::Throttled(_) => {
+                tracing::warn!(seq, status, queued, retry_in, "receiver asked to slow down (429)")
+            }
+            _ => {
+                tracing::warn!(seq, status, queued, retry_in, error = %detail, "postback failed; will retry")
+            }
         }
     }
 }
