@@ -289,36 +289,13 @@ pub fn io_rates(device: &str, prev: &DiskCounters, cur: &DiskCounters, secs: f64
     }
 }
 
-/// Keeps the previous diskstats reading for rates.
-#[derive(Debug, Default)]
-pub struct IoState {
-    prev: Vec<(String, DiskCounters)>,
-}
-
-impl IoState {
-    /// Reads `/proc/diskstats`; rates need `secs` since the previous call
-    /// (`None` on the first, which yields an empty list).
-    pub fn collect(
-        &mut self,
-        procfs: &ProcFs,
-        buf: &mut String,
-        secs: Option<f64>,
-    ) -> Result<Vec<DiskIo>, CollectError> {
-        procfs.read_into("diskstats", buf)?;
-        let cur = parse_diskstats(buf)?;
-        let out = match secs {
-            Some(secs) => cur
-                .iter()
-                .filter_map(|(name, c)| {
-                    let (_, p) = self.prev.iter().find(|(n, _)| n == name)?;
-                    Some(io_rates(name, p, c, secs))
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        self.prev = cur;
-        Ok(out)
-    }
+/// Reads and parses `/proc/diskstats`.
+pub fn read_diskstats(
+    procfs: &ProcFs,
+    buf: &mut String,
+) -> Result<Vec<(String, DiskCounters)>, CollectError> {
+    procfs.read_into("diskstats", buf)?;
+    parse_diskstats(buf)
 }
 
 #[cfg(test)]

@@ -110,6 +110,44 @@ pub fn per_second(delta: u64, secs: f64) -> f64 {
     if secs > 0.0 { delta as f64 / secs } else { 0.0 }
 }
 
+/// The previous reading of a set of named counters (devices, interfaces),
+/// so each new reading can be turned into rates.
+#[derive(Debug)]
+pub struct Previous<C> {
+    prev: Vec<(String, C)>,
+}
+
+impl<C> Default for Previous<C> {
+    fn default() -> Self {
+        Previous { prev: Vec::new() }
+    }
+}
+
+impl<C> Previous<C> {
+    /// Pairs every entry of `cur` that was also in the previous reading with
+    /// it, through `rate(name, prev, cur, secs)`; keeps `cur` for next time.
+    /// Without `secs` (the first reading) the result is empty.
+    pub fn rates<R>(
+        &mut self,
+        cur: Vec<(String, C)>,
+        secs: Option<f64>,
+        rate: impl Fn(&str, &C, &C, f64) -> R,
+    ) -> Vec<R> {
+        let out = match secs {
+            Some(secs) => cur
+                .iter()
+                .filter_map(|(name, c)| {
+                    let (_, p) = self.prev.iter().find(|(n, _)| n == name)?;
+                    Some(rate(name, p, c, secs))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        self.prev = cur;
+        out
+    }
+}
+
 /// One observation of the host. Areas that failed to collect are `None`;
 /// rates are `None` (or absent) on the first sample, which has no previous one.
 #[derive(Debug, Clone)]
@@ -135,8 +173,8 @@ pub struct Collector {
     buf: String,
     last: Option<Instant>,
     cpu: cpu::CpuState,
-    disk_io: disk::IoState,
-    net: net::NetState,
+    disk_io: Previous<disk::DiskCounters>,
+    net: Previous<net::NetCounters>,
     processes: process::Scanner,
 }
 
@@ -148,8 +186,8 @@ impl Collector {
             buf: String::with_capacity(16 * 1024),
             last: None,
             cpu: cpu::CpuState::default(),
-            disk_io: disk::IoState::default(),
-            net: net::NetState::default(),
+            disk_io: Previous::default(),
+            net: Previous::default(),
             processes: process::Scanner::new(),
         }
     }
@@ -169,8 +207,10 @@ impl Collector {
         let memory = logged("memory", memory::read(procfs, buf));
         let uptime_s = logged("uptime", system::read_uptime(procfs, buf));
         let disks = logged("disk", disk::read_usage(procfs, buf));
-        let disk_io = logged("disk_io", self.disk_io.collect(procfs, buf, secs));
-        let net = logged("net", self.net.collect(procfs, buf, secs));
+        let disk_io = logged("disk_io", disk::read_diskstats(procfs, buf))
+            .map(|cur| self.disk_io.rates(cur, secs, disk::io_rates));
+        let net =
+            logged("net", net::read_net_dev(procfs, buf)).map(|cur| self.net.rates(cur, secs, net::rates));
         let ctx = process::ScanContext {
             boot_time: cpu.as_ref().and_then(|c| c.boot_time),
             uptime_s,

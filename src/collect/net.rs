@@ -88,36 +88,10 @@ pub fn rates(name: &str, prev: &NetCounters, cur: &NetCounters, secs: f64) -> Ne
     }
 }
 
-/// Keeps the previous reading for rates.
-#[derive(Debug, Default)]
-pub struct NetState {
-    prev: Vec<(String, NetCounters)>,
-}
-
-impl NetState {
-    /// Reads `/proc/net/dev`; the first call (no `secs`) yields an empty list,
-    /// and an interface that appeared since the previous call is left out once.
-    pub fn collect(
-        &mut self,
-        procfs: &ProcFs,
-        buf: &mut String,
-        secs: Option<f64>,
-    ) -> Result<Vec<NetIface>, CollectError> {
-        procfs.read_into("net/dev", buf)?;
-        let cur = parse_net_dev(buf)?;
-        let out = match secs {
-            Some(secs) => cur
-                .iter()
-                .filter_map(|(name, c)| {
-                    let (_, p) = self.prev.iter().find(|(n, _)| n == name)?;
-                    Some(rates(name, p, c, secs))
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        self.prev = cur;
-        Ok(out)
-    }
+/// Reads and parses `/proc/net/dev`.
+pub fn read_net_dev(procfs: &ProcFs, buf: &mut String) -> Result<Vec<(String, NetCounters)>, CollectError> {
+    procfs.read_into("net/dev", buf)?;
+    parse_net_dev(buf)
 }
 
 #[cfg(test)]
