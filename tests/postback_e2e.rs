@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    AGENT_KEY, Config, Daemon, FORWARDED_HOST, HOSTNAME, Receiver, Reply, Request, TOKEN,
-    describe_all, loadavg_1, md5_hex, meminfo_kb,
+    AGENT_KEY, Config, Daemon, FORWARDED_HOST, HOSTNAME, Receiver, Reply, Request, TOKEN, describe_all,
+    loadavg_1, md5_hex, meminfo_kb,
 };
 
 /// Slack allowed below a timing lower bound (scheduling, clock reads).
@@ -149,10 +149,7 @@ fn receiver_serves_keepalive_chunked_and_scripted_replies() {
     let (first, second, third) = (&reqs[0], &reqs[1], &reqs[2]);
     assert_eq!(first.method, "POST");
     assert_eq!(first.path(), "/postback/");
-    assert_eq!(
-        first.query(),
-        vec![("token".to_string(), "a+b".to_string())]
-    );
+    assert_eq!(first.query(), vec![("token".to_string(), "a+b".to_string())]);
     assert_eq!(
         first.header("Content-Type"),
         Some("application/x-www-form-urlencoded")
@@ -182,8 +179,7 @@ fn receiver_hang_holds_the_request_until_dropped() {
     let reqs = rx.wait_for(1, Duration::from_secs(5));
     assert_eq!(reqs[0].status_sent, 0);
     assert!(reqs[0].replied_at.is_none());
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let mut buf = [0u8; 16];
     let err = s.read(&mut buf).expect_err("no reply while hung");
     assert!(matches!(
@@ -210,9 +206,7 @@ fn check_request_shape(r: &Request) -> serde_json::Value {
         "query lacks the token: {what}"
     );
     assert!(
-        r.query_string()
-            .unwrap_or("")
-            .contains(&format!("token={TOKEN}")),
+        r.query_string().unwrap_or("").contains(&format!("token={TOKEN}")),
         "{what}"
     );
     assert_eq!(
@@ -256,12 +250,7 @@ fn check_request_shape(r: &Request) -> serde_json::Value {
     ] {
         assert!(v[k].is_u64(), "{k} is a whole number: {}", v[k]);
     }
-    for k in [
-        "memPhysTotal",
-        "system.load.1",
-        "system.load.5",
-        "system.load.15",
-    ] {
+    for k in ["memPhysTotal", "system.load.1", "system.load.5", "system.load.15"] {
         assert!(v[k].is_f64(), "{k} is a float: {}", v[k]);
     }
     assert!(v["cpuStats"].is_object(), "cpuStats: {}", v["cpuStats"]);

@@ -153,9 +153,16 @@ impl Delivery {
         let status = attempt.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
         match attempt.verdict {
             Verdict::Delivered => {
+                let queued = self.queue.len();
+                if self.errors > 0 {
+                    tracing::info!(seq = p.seq, queued, failed_attempts = self.errors, "postback recovered");
+                } else if self.stats.delivered == 0 {
+                    tracing::info!(seq = p.seq, %status, "first payload delivered");
+                } else {
+                    tracing::debug!(seq = p.seq, %status, queued, "payload delivered");
+                }
                 self.errors = 0;
                 self.stats.delivered += 1;
-                tracing::debug!(seq = p.seq, %status, queued = self.queue.len(), "payload delivered");
             }
             Verdict::Rejected => {
                 self.errors = 0;

@@ -193,12 +193,8 @@ impl Request {
     /// The payload parsed as JSON. Panics if it is not JSON.
     pub fn json(&self) -> serde_json::Value {
         let bytes = self.payload_bytes();
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!(
-                "payload is not JSON ({e}): {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        })
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("payload is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
     }
 
     /// `hostbeat.seq` from the payload. Panics if missing.
@@ -559,8 +555,7 @@ fn serve(stream: TcpStream, conn: usize, shared: &Shared) -> io::Result<()> {
             return Ok(());
         }
         let at = Instant::now();
-        let request_line =
-            String::from_utf8(c.line()?).map_err(|_| bad("request line not UTF-8"))?;
+        let request_line = String::from_utf8(c.line()?).map_err(|_| bad("request line not UTF-8"))?;
         let mut parts = request_line.split(' ');
         let (Some(method), Some(target), Some(version), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -587,14 +582,8 @@ fn serve(stream: TcpStream, conn: usize, shared: &Shared) -> io::Result<()> {
                 .ok_or_else(|| bad(format!("malformed header {line:?}")))?;
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let chunked =
-            get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let chunked = get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         let body = if chunked {
             read_chunked(&mut c)?
         } else if let Some(len) = get("content-length") {
@@ -612,8 +601,8 @@ fn serve(stream: TcpStream, conn: usize, shared: &Shared) -> io::Result<()> {
             // The body was already read above; clients that wait for 100 send
             // it after a short timeout anyway. Nothing more to do.
         }
-        let close = get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
-            || version == "HTTP/1.0";
+        let close =
+            get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) || version == "HTTP/1.0";
 
         let mut req = Request {
             at,
@@ -684,8 +673,8 @@ fn read_chunked(c: &mut Conn) -> io::Result<Vec<u8>> {
     loop {
         let line = String::from_utf8(c.line()?).map_err(|_| bad("chunk size not UTF-8"))?;
         let size_text = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| bad(format!("bad chunk size {line:?}")))?;
         if size == 0 {
             // Trailers until an empty line.
             while !c.line()?.is_empty() {}
@@ -882,14 +871,8 @@ impl Daemon {
         let mut child = cmd.spawn().expect("spawn hostbeat");
         let stdout: Buffer = Arc::default();
         let stderr: Buffer = Arc::default();
-        drain(
-            child.stdout.take().expect("stdout piped"),
-            Arc::clone(&stdout),
-        );
-        drain(
-            child.stderr.take().expect("stderr piped"),
-            Arc::clone(&stderr),
-        );
+        drain(child.stdout.take().expect("stdout piped"), Arc::clone(&stdout));
+        drain(child.stderr.take().expect("stderr piped"), Arc::clone(&stderr));
         Daemon {
             child,
             started,
@@ -945,12 +928,7 @@ impl Daemon {
             let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
             // SAFETY: plain kill(2) on our own child's pid.
             let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-            assert_eq!(
-                rc,
-                0,
-                "kill(SIGTERM) failed: {}",
-                io::Error::last_os_error()
-            );
+            assert_eq!(rc, 0, "kill(SIGTERM) failed: {}", io::Error::last_os_error());
         }
         let deadline = sent + Duration::from_secs(10);
         loop {
