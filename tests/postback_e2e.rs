@@ -37,6 +37,7 @@ fn assert_spacing(reqs: &[Request], min: Duration, daemon: &Daemon) {
 
 fn assert_no_token_in_logs(daemon: &Daemon) {
     let err = daemon.stderr();
+    assert!(!err.is_empty(), "the daemon logged nothing at RUST_LOG=debug");
     assert!(
         !err.contains(TOKEN),
         "the postback token appears in stderr:\n{}",

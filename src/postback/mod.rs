@@ -155,7 +155,12 @@ impl Delivery {
             Verdict::Delivered => {
                 let queued = self.queue.len();
                 if self.errors > 0 {
-                    tracing::info!(seq = p.seq, queued, failed_attempts = self.errors, "postback recovered");
+                    tracing::info!(
+                        seq = p.seq,
+                        queued,
+                        failed_attempts = self.errors,
+                        "postback recovered"
+                    );
                 } else if self.stats.delivered == 0 {
                     tracing::info!(seq = p.seq, %status, "first payload delivered");
                 } else {

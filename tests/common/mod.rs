@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -839,6 +840,8 @@ impl Daemon {
         std::fs::create_dir_all(&state_dir).expect("create state dir");
         let config_path = dir.path().join("hostbeat.toml");
         std::fs::write(&config_path, config.to_toml(&state_dir)).expect("write config");
+        // It holds a token: keep it private, as an operator would.
+        std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).expect("chmod config");
 
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hostbeat"));
         cmd.arg("run")
