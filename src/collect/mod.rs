@@ -283,4 +283,16 @@ mod tests {
         assert!(s.net.unwrap().iter().any(|i| i.name == "eth0"));
         assert!(s.disk_io.unwrap().iter().any(|d| d.device == "sda"));
     }
+
+    #[test]
+    fn a_failing_collector_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("meminfo"), "MemTotal: 100 kB\nMemFree: 50 kB\n").unwrap();
+        std::fs::write(dir.path().join("loadavg"), "garbage\n").unwrap();
+        let mut c = Collector::new(ProcFs::at(dir.path()));
+        let s = c.sample();
+        assert_eq!(s.memory.unwrap().total, 100 * 1024);
+        assert!(s.cpu.is_none() && s.load.is_none() && s.net.is_none() && s.disk_io.is_none());
+        assert!(s.processes.unwrap().processes.is_empty());
+    }
 }
