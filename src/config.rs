@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
+use crate::alert::RuleSpec;
 use crate::secret::Secret;
+use crate::webhook::DestinationSpec;
 
 /// Where the daemon looks when no `-c` is given.
 pub const DEFAULT_PATH: &str = "/etc/hostbeat/hostbeat.toml";
@@ -26,6 +28,10 @@ pub struct Config {
     pub agent: Agent,
     pub postback: Postback,
     pub log: Log,
+    /// `[[alert]]` rules.
+    pub alert: Vec<RuleSpec>,
+    /// `[[webhook]]` destinations.
+    pub webhook: Vec<DestinationSpec>,
 }
 
 /// `[agent]`: what this host is and how often it is sampled.
@@ -261,7 +267,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         .map(|(path, message)| Problem {
             file: file.to_owned(),
             line: key_line(text, &path),
-            field: Some(path.join(".")),
+            field: Some(display_path(&config, &path)),
             message,
         })
         .collect();
@@ -272,10 +278,38 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     }
 }
 
-/// Every rule a parsed config breaks, as (field path, message).
-pub fn validate(c: &Config) -> Vec<(Vec<&'static str>, String)> {
-    let mut out = Vec::new();
-    let mut bad = |path: &[&'static str], msg: String| out.push((path.to_vec(), msg));
+/// A dotted path for people: `postback.url`, `webhook "ops".password`,
+/// `alert "disk".metric` (array entries by name, else by position).
+fn display_path(c: &Config, path: &[String]) -> String {
+    let entry = |section: &str, i: usize| {
+        let name = match section {
+            "alert" => c.alert.get(i).map(|a| a.name.clone()),
+            _ => c.webhook.get(i).and_then(|w| w.name.clone()),
+        };
+        match name.filter(|n| !n.trim().is_empty()) {
+            Some(n) => format!("{section} {n:?}"),
+            None => format!("{section} #{}", i + 1),
+        }
+    };
+    match path {
+        [section, idx, rest @ ..] if matches!(section.as_str(), "alert" | "webhook") => {
+            let mut s = entry(section, idx.parse().unwrap_or(0));
+            for r in rest {
+                s.push('.');
+                s.push_str(r);
+            }
+            s
+        }
+        _ => path.join("."),
+    }
+}
+
+/// Every rule a parsed config breaks, as (field path, message). Paths into
+/// arrays hold the index (`["webhook", "0", "token"]`).
+pub fn validate(c: &Config) -> Vec<(Vec<String>, String)> {
+    let mut out: Vec<(Vec<String>, String)> = Vec::new();
+    let mut bad =
+        |path: &[&str], msg: String| out.push((path.iter().map(|p| (*p).to_owned()).collect(), msg));
     let at_least = |d: Duration, min: Duration| d >= min;
     const MIN: Duration = Duration::from_millis(100);
 
@@ -348,6 +382,45 @@ pub fn validate(c: &Config) -> Vec<(Vec<&'static str>, String)> {
             format!("{:?} is not a log filter: {e}", c.log.level),
         );
     }
+
+    let mut hooks: Vec<&str> = Vec::new();
+    for (i, w) in c.webhook.iter().enumerate() {
+        let idx = i.to_string();
+        for (field, msg) in w.validate(true) {
+            bad(&["webhook", &idx, field], msg);
+        }
+        if let Some(name) = w.name.as_deref() {
+            if hooks.contains(&name) {
+                bad(
+                    &["webhook", &idx, "name"],
+                    format!("{name:?} is used by another webhook"),
+                );
+            }
+            hooks.push(name);
+        }
+    }
+    let mut rules: Vec<&str> = Vec::new();
+    for (i, r) in c.alert.iter().enumerate() {
+        let idx = i.to_string();
+        for (field, msg) in r.validate() {
+            bad(&["alert", &idx, field], msg);
+        }
+        if rules.contains(&r.name.as_str()) {
+            bad(
+                &["alert", &idx, "name"],
+                format!("{:?} is used by another alert", r.name),
+            );
+        }
+        rules.push(&r.name);
+        for w in r.webhooks.iter().flatten() {
+            if !hooks.contains(&w.as_str()) {
+                bad(
+                    &["alert", &idx, "webhooks"],
+                    format!("no [[webhook]] is named {w:?}"),
+                );
+            }
+        }
+    }
     out
 }
 
@@ -371,18 +444,39 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-/// Line of the key at `path`; for a key the file does not have, the line of
-/// its nearest table that it does.
-pub fn key_line(text: &str, path: &[&str]) -> Option<usize> {
+/// Line of the key at `path` (array entries by index); for a key the file
+/// does not have, the line of its nearest table that it does. A camelCase
+/// name is also looked up in snake_case.
+pub fn key_line<S: AsRef<str>>(text: &str, path: &[S]) -> Option<usize> {
     let root = DeTable::parse(text).ok()?;
     let mut table = root.get_ref();
     let mut line = None;
-    for key in path {
-        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref() == key) else {
+    let mut segs = path.iter().map(AsRef::as_ref).peekable();
+    while let Some(key) = segs.next() {
+        let snake = snake_case(key);
+        // `endpoint` is the API's other name for a webhook's url.
+        let alias = if key == "url" { "endpoint" } else { key };
+        let found = table.iter().find(|(k, _)| {
+            let k: &str = k.get_ref();
+            k == key || k == snake || k == alias
+        });
+        let Some((k, v)) = found else {
             break;
         };
         line = Some(line_of(text, k.span().start));
-        match v.get_ref() {
+        let mut value = v;
+        if let DeValue::Array(items) = value.get_ref() {
+            let Some(item) = segs
+                .next()
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| items.get(i))
+            else {
+                break;
+            };
+            line = Some(line_of(text, item.span().start));
+            value = item;
+        }
+        match value.get_ref() {
             DeValue::Table(t) => table = t,
             _ => break,
         }
@@ -390,16 +484,41 @@ pub fn key_line(text: &str, path: &[&str]) -> Option<usize> {
     line
 }
 
-/// Dotted path of the innermost key at `offset` (on the key or its value).
+/// `userName` → `user_name`.
+fn snake_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Dotted path of the innermost key at `offset` (on the key or its value);
+/// array entries show as `#1`, `#2` ….
 fn field_at(text: &str, offset: usize) -> Option<String> {
-    fn find(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+    fn in_value(v: &toml::Spanned<DeValue<'_>>, offset: usize, path: &mut Vec<String>) -> bool {
+        match v.get_ref() {
+            DeValue::Table(t) => in_table(t, offset, path),
+            DeValue::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                path.push(format!("#{}", i + 1));
+                let inside = in_value(item, offset, path) || item.span().contains(&offset);
+                if !inside {
+                    path.pop();
+                }
+                inside
+            }),
+            _ => false,
+        }
+    }
+    fn in_table(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
         for (k, v) in table.iter() {
             path.push(k.get_ref().to_string());
-            let inside = match v.get_ref() {
-                DeValue::Table(t) => find(t, offset, path),
-                _ => false,
-            };
-            if inside || k.span().contains(&offset) || v.span().contains(&offset) {
+            if in_value(v, offset, path) || k.span().contains(&offset) || v.span().contains(&offset) {
                 return true;
             }
             path.pop();
@@ -408,7 +527,7 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
     }
     let root = DeTable::parse(text).ok()?;
     let mut path = Vec::new();
-    find(root.get_ref(), offset, &mut path).then(|| path.join("."))
+    in_table(root.get_ref(), offset, &mut path).then(|| path.join("."))
 }
 
 /// Durations written as `"60s"`, `"500ms"`, `"1m30s"`, `"2h"`, `"1d"`.

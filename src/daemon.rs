@@ -6,11 +6,15 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::collect::{Collector, ProcFs, SystemInfo};
+use crate::alert::{Evaluator, Now, Rule};
+use crate::collect::{Collector, ProcFs, Sample, SystemInfo};
 use crate::config::Config;
+use crate::metrics;
 use crate::payload::{Builder, Payload};
 use crate::postback::{self, Client};
 use crate::sampler::{Sampler, Tick};
+use crate::webhook::Destination;
+use crate::webhook::deliver::Dispatcher;
 
 /// How long shutdown waits for an in-flight postback (SIGTERM must end the
 /// process within 5 s).
@@ -27,6 +31,8 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error(transparent)]
     Client(#[from] postback::ClientError),
+    #[error("building the HTTP client: {0}")]
+    Http(String),
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -75,9 +81,14 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
-    let sink = match &config.postback.url {
-        Some(url) => {
-            let client = Client::new(&config.postback)?;
+    let needs_http = config.postback.url.is_some() || !config.webhook.is_empty();
+    let http = match needs_http {
+        true => Some(crate::http::client().map_err(|e| DaemonError::Http(crate::http::describe(e)))?),
+        false => None,
+    };
+    let sink = match (&config.postback.url, &http) {
+        (Some(url), Some(http)) => {
+            let client = Client::new(http.clone(), &config.postback)?;
             let (tx, rx) = mpsc::channel(64);
             let task = tokio::spawn(postback::run(client, (&config.postback).into(), rx));
             tracing::info!(
@@ -88,16 +99,26 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             );
             Sink::Post(tx, task)
         }
-        None => {
+        _ => {
             tracing::info!("no postback.url configured: printing payloads to stdout");
             Sink::Stdout
         }
     };
 
+    let payloads = builder(&config);
+    let host = payloads.hostname().to_owned();
+    let mut alerts = Evaluator::new(rules(&config), host.clone());
+    let dispatcher = match &http {
+        Some(http) if !config.webhook.is_empty() => {
+            Dispatcher::start(destinations(&config), &config.agent.state_dir, http, &host)
+        }
+        _ => Dispatcher::default(),
+    };
+
     let (tick_tx, mut ticks) = mpsc::channel::<Tick>(8);
     let sampler = Sampler::spawn(
         Collector::new(ProcFs::from_env()),
-        builder(&config),
+        payloads,
         config.agent.interval,
         tick_tx,
     )
@@ -107,7 +128,10 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     loop {
         tokio::select! {
             tick = ticks.recv() => match tick {
-                Some(tick) => deliver(&sink, tick),
+                Some(tick) => {
+                    evaluate(&mut alerts, &dispatcher, &tick.sample);
+                    deliver(&sink, tick);
+                }
                 None => break,
             },
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
@@ -137,6 +161,39 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     }
     tracing::info!("hostbeat stopped");
     Ok(())
+}
+
+/// The compiled `[[alert]]` rules (the config was validated).
+pub fn rules(config: &Config) -> Vec<Rule> {
+    config.alert.iter().filter_map(Rule::compile).collect()
+}
+
+/// The `[[webhook]]` destinations (the config was validated).
+pub fn destinations(config: &Config) -> Vec<Destination> {
+    config
+        .webhook
+        .iter()
+        .filter_map(|spec| Destination::from_spec(spec, "").ok())
+        .collect()
+}
+
+/// Runs the alert rules against a sample and hands notifications on.
+fn evaluate(alerts: &mut Evaluator, dispatcher: &Dispatcher, sample: &Sample) {
+    if alerts.is_empty() {
+        return;
+    }
+    for n in alerts.evaluate(&metrics::series(sample), Now::real()) {
+        let a = &n.alert;
+        tracing::info!(
+            rule = %a.rule,
+            series = %a.series(),
+            status = a.status.as_str(),
+            severity = a.severity.as_str(),
+            "alert: {}",
+            n.summary
+        );
+        dispatcher.notify(&n);
+    }
 }
 
 /// Hands one tick's payload to the sink.

@@ -5,11 +5,17 @@
 //! minute ([`postback`]). [`config`] holds the TOML schema, [`metrics`] the
 //! stable metric names, [`daemon`] the wiring of it all.
 
+pub mod alert;
 pub mod collect;
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod metrics;
 pub mod payload;
 pub mod postback;
+pub mod retry;
 pub mod sampler;
 pub mod secret;
+pub mod store;
+pub mod timefmt;
+pub mod webhook;

@@ -33,6 +33,20 @@ enum Command {
     CheckConfig(ConfigArg),
     /// Print the metric catalogue with current values
     Metrics,
+    /// Webhook destinations
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Send a test notification to the [[webhook]] NAME; prints status and latency
+    Test {
+        /// The webhook's name
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(clap::Args)]
@@ -78,6 +92,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(cli.log_level.as_deref(), &config);
             once(&config)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhook(WebhookCommand::Test { name, config: arg }) => {
+            let Some(config) = load_or_report(arg.config.as_deref()) else {
+                return Ok(ExitCode::from(EX_CONFIG));
+            };
+            init_logging(cli.log_level.as_deref(), &config);
+            webhook_test(&config, &name)
         }
         Command::Run(arg) => {
             let Some(config) = load_or_report(arg.config.as_deref()) else {
@@ -143,6 +164,64 @@ fn once(config: &Config) -> anyhow::Result<()> {
     let doc: serde_json::Value = serde_json::from_slice(&payload.json)?;
     out(&serde_json::to_string_pretty(&doc)?)?;
     Ok(())
+}
+
+/// Sends one test notification, without retries; exit 1 when it fails.
+fn webhook_test(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
+    use hostbeat::webhook::{Destination, Kind, Message, deliver};
+    let Some(spec) = config.webhook.iter().find(|w| w.name.as_deref() == Some(name)) else {
+        let names: Vec<&str> = config.webhook.iter().filter_map(|w| w.name.as_deref()).collect();
+        eprintln!(
+            "hostbeat: no [[webhook]] named {name:?} (configured: {})",
+            names.join(", ")
+        );
+        return Ok(ExitCode::from(EX_CONFIG));
+    };
+    let dest = Destination::from_spec(spec, name).map_err(|v| anyhow::anyhow!("{v:?}"))?;
+    let path = deliver::state_path(&config.agent.state_dir, name);
+    let mut state = hostbeat::store::load_json(&path).unwrap_or_default();
+    let (key, generated) = deliver::signing_key(&dest, &mut state);
+    if generated {
+        hostbeat::store::save_json(&path, &state).context("saving the generated signing secret")?;
+        eprintln!(
+            "hostbeat: generated a signing secret for {name:?}, kept in {}",
+            path.display()
+        );
+    }
+    let host = daemon::builder(config).hostname().to_owned();
+    let message = Message {
+        kind: Kind::Test,
+        id: hostbeat::webhook::new_id(),
+        timestamp: std::time::SystemTime::now(),
+        text: format!("hostbeat test notification from {host}"),
+        host,
+        alert: None,
+    };
+    let job = deliver::job(&message, &dest);
+    let attempt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let client = hostbeat::http::client()?;
+            anyhow::Ok(deliver::attempt(&client, &dest, &key, &job.id, &job.body).await)
+        })?;
+    let ms = attempt.latency.as_secs_f64() * 1e3;
+    let status = attempt
+        .status
+        .map_or_else(|| "no response".to_owned(), |s| format!("HTTP {s}"));
+    match attempt.result {
+        deliver::Outcome::Delivered => {
+            out(&format!(
+                "{name}: delivered, {status} in {ms:.0} ms (webhook-id {})",
+                job.id
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        deliver::Outcome::Retry(_, e) | deliver::Outcome::Fail(e) | deliver::Outcome::Gone(e) => {
+            out(&format!("{name}: failed, {status} in {ms:.0} ms: {e}"))?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Writes a line to stdout; a closed pipe (`| head`) is not an error.

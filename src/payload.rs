@@ -77,6 +77,11 @@ impl Builder {
         }
     }
 
+    /// The host name payloads report.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
     /// Serialises `sample`. `systemStats` goes in the first payload only.
     pub fn build(&mut self, sample: &Sample) -> Payload {
         self.seq += 1;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::collect::Collector;
+use crate::collect::{Collector, Sample};
 use crate::payload::{Builder, Payload};
 
 /// Time from the priming sample to the first real one (rates need two).
@@ -27,9 +27,10 @@ pub fn next_tick(start: Instant, warmup: Duration, interval: Duration, now: Inst
     u32::try_from(done + 1).unwrap_or(u32::MAX)
 }
 
-/// One collected sample, serialised.
+/// One collected sample and its payload.
 #[derive(Debug)]
 pub struct Tick {
+    pub sample: Sample,
     pub payload: Payload,
     /// Time spent collecting and serialising.
     pub cost: Duration,
@@ -68,8 +69,10 @@ impl Sampler {
                         return;
                     }
                     let began = Instant::now();
-                    let payload = builder.build(&collector.sample());
+                    let sample = collector.sample();
+                    let payload = builder.build(&sample);
                     let tick = Tick {
+                        sample,
                         payload,
                         cost: began.elapsed(),
                     };

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{CollectError, ProcFs, read_file_into};
+use crate::timefmt::civil_from_days;
 
 /// The kernel-thread flag in `/proc/PID/stat` (`PF_KTHREAD`).
 const PF_KTHREAD: u64 = 0x0020_0000;
@@ -163,20 +164,6 @@ pub fn ps_start(start: u64, now: u64) -> String {
     } else {
         sy.to_string()
     }
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// uid → user name from `/etc/passwd`, re-read when the file changes.
@@ -437,13 +424,6 @@ mod tests {
         assert_eq!(ps_start(now - 3600, now), "09:00");
         assert_eq!(ps_start(now - 86_400 * 30, now), "Oct26");
         assert_eq!(ps_start(now - 86_400 * 400, now), "2025");
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
     }
 
     #[test]

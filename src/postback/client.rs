@@ -6,7 +6,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use super::policy::{self, Verdict};
 use crate::config::Postback;
-use crate::payload::{Payload, VERSION};
+use crate::http::{describe, truncate};
+use crate::payload::Payload;
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -15,8 +16,6 @@ pub enum ClientError {
     Url(String),
     #[error("postback.forwarded_host: not a valid header value")]
     ForwardedHost,
-    #[error("building the HTTP client: {0}")]
-    Build(String),
 }
 
 /// What one attempt produced.
@@ -37,11 +36,12 @@ pub struct Client {
     /// The URL with the token in its query: never logged.
     url: reqwest::Url,
     forwarded_host: Option<HeaderValue>,
+    timeout: Duration,
 }
 
 impl Client {
-    /// Builds a client for `cfg` (which must have a `url`).
-    pub fn new(cfg: &Postback) -> Result<Self, ClientError> {
+    /// A client for `cfg` (which must have a `url`) over the shared `http` client.
+    pub fn new(http: reqwest::Client, cfg: &Postback) -> Result<Self, ClientError> {
         let raw = cfg
             .url
             .as_deref()
@@ -55,19 +55,11 @@ impl Client {
             .as_deref()
             .map(|h| HeaderValue::from_str(h).map_err(|_| ClientError::ForwardedHost))
             .transpose()?;
-        // reqwest is built without a bundled crypto provider; ring is small.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(format!("hostbeat/{VERSION}"))
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ClientError::Build(e.without_url().to_string()))?;
         Ok(Client {
             http,
             url,
             forwarded_host,
+            timeout: cfg.timeout,
         })
     }
 
@@ -76,6 +68,7 @@ impl Client {
         let mut req = self
             .http
             .post(self.url.clone())
+            .timeout(self.timeout)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(payload.form_body());
         if let Some(h) = &self.forwarded_host {
@@ -109,48 +102,5 @@ impl Client {
             status: Some(status),
             detail,
         }
-    }
-}
-
-/// An error's text without its URL, with its causes.
-fn describe(e: reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut text = kind.to_owned();
-    let e = e.without_url();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncates_on_char_boundary() {
-        assert_eq!(truncate("abc", 5), "abc");
-        assert_eq!(truncate("ééé", 3), "é…");
     }
 }

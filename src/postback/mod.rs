@@ -187,7 +187,7 @@ impl Delivery {
     fn retry_later(&mut self, p: Payload, verdict: Verdict, status: &str, detail: &str) {
         self.errors = self.errors.saturating_add(1);
         self.stats.failed_attempts += 1;
-        let backoff = policy::backoff(self.errors, self.settings.backoff, self.settings.backoff_max);
+        let backoff = crate::retry::linear(self.errors, self.settings.backoff, self.settings.backoff_max);
         let wait = match verdict {
             Verdict::Throttled(Some(retry_after)) => retry_after,
             _ => backoff,

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::retry::parse_retry_after;
+
 /// The meaning of one attempt's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -27,23 +29,6 @@ pub fn classify(status: u16, retry_after: Option<&str>, now: SystemTime) -> Verd
         429 => Verdict::Throttled(retry_after.and_then(|v| parse_retry_after(v, now))),
         _ => Verdict::Failed,
     }
-}
-
-/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3).
-/// A date in the past means "now"; unparseable values are ignored.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// Wait after `errors` consecutive failures: `min(errors × step, max)`
-/// (the Server Density v2 forwarder's rule with configurable step and cap).
-pub fn backoff(errors: u32, step: Duration, max: Duration) -> Duration {
-    step.saturating_mul(errors).min(max)
 }
 
 #[cfg(test)]
@@ -71,28 +56,5 @@ mod tests {
         for (status, ra, want) in cases {
             assert_eq!(classify(status, ra, now), want, "{status}");
         }
-    }
-
-    #[test]
-    fn retry_after_http_date() {
-        let now = httpdate::parse_http_date("Wed, 25 Nov 2026 10:00:00 GMT").unwrap();
-        assert_eq!(
-            parse_retry_after("Wed, 25 Nov 2026 10:00:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 25 Nov 2026 09:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("-1", now), None);
-    }
-
-    #[test]
-    fn backoff_grows_then_caps() {
-        let (step, max) = (Duration::from_secs(20), Duration::from_secs(90));
-        let got: Vec<u64> = (0..7).map(|n| backoff(n, step, max).as_secs()).collect();
-        assert_eq!(got, [0, 20, 40, 60, 80, 90, 90]);
-        assert_eq!(backoff(u32::MAX, step, max), max);
     }
 }

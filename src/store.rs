@@ -1,0 +1,120 @@
+//! State files under `state_dir`, written atomically: a temporary file in the
+//! same directory, fsync, rename over the old one, fsync of the directory.
+//! A crash leaves either the old or the new content, never a torn file.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A state file that could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Replaces `path` with `bytes` atomically (mode 0600: state may hold secrets).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io(path))
+}
+
+/// Serialises `value` as JSON into `path` atomically.
+pub fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(value).expect("state types serialise");
+    write_atomic(path, &bytes)
+}
+
+/// Reads JSON state. A missing file is `None`; an unreadable or corrupt one is
+/// moved aside to `<name>.corrupt`, reported, and read as `None`.
+pub fn load_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::error!(path = %path.display(), "reading state file: {e}");
+            return None;
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(".corrupt");
+            let moved = std::fs::rename(path, &aside).is_ok();
+            tracing::error!(
+                path = %path.display(),
+                moved_to = %PathBuf::from(&aside).display(),
+                moved,
+                "state file is corrupt ({e}); starting without it"
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn round_trip_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/state.json");
+        save_json(&p, &vec![1, 2, 3]).unwrap();
+        assert_eq!(load_json::<Vec<i32>>(&p), Some(vec![1, 2, 3]));
+        save_json(&p, &vec![4]).unwrap();
+        assert_eq!(load_json::<Vec<i32>>(&p), Some(vec![4]));
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn missing_and_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        assert_eq!(load_json::<Vec<i32>>(&p), None);
+        std::fs::write(&p, b"{trunc").unwrap();
+        assert_eq!(load_json::<Vec<i32>>(&p), None);
+        assert!(!p.exists());
+        assert!(dir.path().join("state.json.corrupt").exists());
+    }
+
+    #[test]
+    fn unwritable_dir_is_an_error() {
+        let e = write_atomic(Path::new("/proc/hostbeat-test/x.json"), b"x").unwrap_err();
+        assert!(e.to_string().starts_with("/proc/hostbeat-test"), "{e}");
+    }
+}
