@@ -6,13 +6,14 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::alert::{Evaluator, Now, Rule};
+use crate::alert::{Evaluator, FiringRecord, Now, Rule};
 use crate::collect::{Collector, ProcFs, Sample, SystemInfo};
 use crate::config::Config;
 use crate::metrics;
 use crate::payload::{Builder, Payload};
 use crate::postback::{self, Client};
 use crate::sampler::{Sampler, Tick};
+use crate::store::StateFile;
 use crate::webhook::Destination;
 use crate::webhook::deliver::Dispatcher;
 
@@ -107,7 +108,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
 
     let payloads = builder(&config);
     let host = payloads.hostname().to_owned();
-    let mut alerts = Evaluator::new(rules(&config), host.clone());
+    let mut alerts = Alerts::start(&config, &host);
     let dispatcher = match &http {
         Some(http) if !config.webhook.is_empty() => {
             Dispatcher::start(destinations(&config), &config.agent.state_dir, http, &host)
@@ -129,7 +130,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         tokio::select! {
             tick = ticks.recv() => match tick {
                 Some(tick) => {
-                    evaluate(&mut alerts, &dispatcher, &tick.sample);
+                    alerts.evaluate(&dispatcher, &tick.sample);
                     deliver(&sink, tick);
                 }
                 None => break,
@@ -177,22 +178,46 @@ pub fn destinations(config: &Config) -> Vec<Destination> {
         .collect()
 }
 
-/// Runs the alert rules against a sample and hands notifications on.
-fn evaluate(alerts: &mut Evaluator, dispatcher: &Dispatcher, sample: &Sample) {
-    if alerts.is_empty() {
-        return;
+/// The evaluator and the file that keeps its firing alerts across restarts.
+struct Alerts {
+    evaluator: Evaluator,
+    file: StateFile,
+}
+
+impl Alerts {
+    fn start(config: &Config, host: &str) -> Self {
+        let mut evaluator = Evaluator::new(rules(config), host);
+        let file = StateFile::new(config.agent.state_dir.join("alerts.json"));
+        if !evaluator.is_empty()
+            && let Some(records) = crate::store::load_json::<Vec<FiringRecord>>(file.path())
+        {
+            evaluator.restore(&records, Now::real());
+            tracing::info!(firing = evaluator.firing().len(), "restored alert state");
+        }
+        Alerts { evaluator, file }
     }
-    for n in alerts.evaluate(&metrics::series(sample), Now::real()) {
-        let a = &n.alert;
-        tracing::info!(
-            rule = %a.rule,
-            series = %a.series(),
-            status = a.status.as_str(),
-            severity = a.severity.as_str(),
-            "alert: {}",
-            n.summary
-        );
-        dispatcher.notify(&n);
+
+    /// Runs the rules against a sample and hands notifications on.
+    fn evaluate(&mut self, dispatcher: &Dispatcher, sample: &Sample) {
+        if self.evaluator.is_empty() {
+            return;
+        }
+        let notes = self.evaluator.evaluate(&metrics::series(sample), Now::real());
+        if self.evaluator.take_changed() {
+            self.file.save(&self.evaluator.snapshot());
+        }
+        for n in notes {
+            let a = &n.alert;
+            tracing::info!(
+                rule = %a.rule,
+                series = %a.series(),
+                status = a.status.as_str(),
+                severity = a.severity.as_str(),
+                "alert: {}",
+                n.summary
+            );
+            dispatcher.notify(&n);
+        }
     }
 }
 

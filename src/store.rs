@@ -82,6 +82,42 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
     }
 }
 
+/// A state file that is rewritten whole on every change. A failing write is
+/// logged once (and its recovery once); the agent goes on in memory.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    failing: bool,
+}
+
+impl StateFile {
+    /// The file at `path` (not read or created yet).
+    pub fn new(path: PathBuf) -> Self {
+        StateFile { path, failing: false }
+    }
+
+    /// Where it lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `value` atomically; errors are logged, not returned.
+    pub fn save<T: Serialize>(&mut self, value: &T) {
+        match save_json(&self.path, value) {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                tracing::info!(path = %self.path.display(), "state file writable again");
+            }
+            Ok(()) => {}
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::error!("cannot save state, keeping it in memory only: {e}");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use super::rule::{Aggregate, NoData, Rule};
 use super::{Alert, Now, Severity, Status, fingerprint, template};
 use crate::metrics::Series;
+use crate::timefmt::{from_millis, to_millis};
 
 /// A transition worth telling someone about.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +49,16 @@ struct SeriesState {
 #[derive(Debug, Clone, Default)]
 pub struct RuleState {
     series: HashMap<String, SeriesState>,
+    /// Whether the set of firing alerts (or a severity) changed since last asked.
+    changed: bool,
+}
+
+/// The severity when firing, for change detection.
+fn firing_level(p: &Phase) -> Option<Severity> {
+    match p {
+        Phase::Firing { severity, .. } => Some(*severity),
+        _ => None,
+    }
 }
 
 impl RuleState {
@@ -94,7 +107,9 @@ pub fn step<'a>(
             }
         };
         let value = windowed(rule, st, s.value, now.mono);
+        let before = firing_level(&st.phase);
         observe(rule, st, value, now, host, &mut out);
+        state.changed |= firing_level(&st.phase) != before;
     }
     if seen.len() < state.series.len() {
         let mut gone = Vec::new();
@@ -303,6 +318,18 @@ fn note(
     }
 }
 
+/// A firing alert as kept across restarts (`state_dir/alerts.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FiringRecord {
+    pub rule: String,
+    pub metric: String,
+    /// The series' label value (`""` when unlabelled).
+    pub key: String,
+    pub labels: Vec<(String, String)>,
+    pub severity: String,
+    pub started_at_ms: u64,
+}
+
 /// Every rule with its state, evaluated together against each sample.
 #[derive(Debug, Clone, Default)]
 pub struct Evaluator {
@@ -336,6 +363,68 @@ impl Evaluator {
             out.extend(step(rule, state, mine.iter().copied(), now, &self.host));
         }
         out
+    }
+
+    /// Whether any alert started, stopped or changed severity since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        self.rules
+            .iter_mut()
+            .fold(false, |any, (_, s)| std::mem::take(&mut s.changed) | any)
+    }
+
+    /// The firing alerts, to keep across a restart.
+    pub fn snapshot(&self) -> Vec<FiringRecord> {
+        let mut out = Vec::new();
+        for (rule, state) in &self.rules {
+            for (key, st) in &state.series {
+                if let Phase::Firing {
+                    severity, started_at, ..
+                } = st.phase
+                {
+                    out.push(FiringRecord {
+                        rule: rule.name.clone(),
+                        metric: rule.metric.to_owned(),
+                        key: key.clone(),
+                        labels: st.labels.clone(),
+                        severity: severity.as_str().to_owned(),
+                        started_at_ms: to_millis(started_at),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.rule, &a.key).cmp(&(&b.rule, &b.key)));
+        out
+    }
+
+    /// Marks the recorded alerts firing again (no notification: they were
+    /// sent before the restart). Records of rules that no longer exist, or
+    /// now watch another metric, are ignored.
+    pub fn restore(&mut self, records: &[FiringRecord], now: Now) {
+        for r in records {
+            let Some(severity) = Severity::parse(&r.severity) else {
+                continue;
+            };
+            let Some((rule, state)) = self.rules.iter_mut().find(|(rule, _)| rule.name == r.rule) else {
+                continue;
+            };
+            if rule.metric != r.metric {
+                continue;
+            }
+            state.series.insert(
+                r.key.clone(),
+                SeriesState {
+                    labels: r.labels.clone(),
+                    fingerprint: fingerprint(&rule.name, rule.metric, &r.labels),
+                    phase: Phase::Firing {
+                        severity,
+                        started_at: from_millis(r.started_at_ms),
+                        last_sent: now.mono,
+                        clearing_since: None,
+                    },
+                    window: VecDeque::new(),
+                },
+            );
+        }
     }
 
     /// `(rule, series key, severity)` of every firing alert.
@@ -570,6 +659,36 @@ mod tests {
         assert_eq!(resolved.alert.fingerprint, fp, "same series, same fingerprint");
         assert_ne!(fired.alert.fingerprint, fp);
         assert_eq!(fired.alert.labels[0].1, "/boot");
+    }
+
+    #[test]
+    fn firing_alerts_survive_a_restart() {
+        let clock = Clock(Instant::now());
+        let mut before = Evaluator::new(vec![rule(|_| {})], "h");
+        let fired = before.evaluate(&[disk("/", 95.0)], clock.at(0));
+        let records = before.snapshot();
+        assert_eq!(records.len(), 1);
+        assert!(before.take_changed());
+        assert!(!before.take_changed());
+        let json = serde_json::to_string(&records).unwrap();
+
+        // the restarted agent does not fire again, and resolves with the same identity
+        let mut after = Evaluator::new(vec![rule(|_| {})], "h");
+        after.restore(
+            &serde_json::from_str::<Vec<FiringRecord>>(&json).unwrap(),
+            clock.at(100),
+        );
+        assert!(after.evaluate(&[disk("/", 95.0)], clock.at(110)).is_empty());
+        let resolved = after.evaluate(&[disk("/", 10.0)], clock.at(120));
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].alert.status, Status::Resolved);
+        assert_eq!(resolved[0].alert.fingerprint, fired[0].alert.fingerprint);
+        assert_eq!(resolved[0].alert.started_at, fired[0].alert.started_at);
+
+        // a rule that was removed or re-pointed forgets its records
+        let mut other = Evaluator::new(vec![rule(|s| s.metric = "disk.inodes_used_pct".into())], "h");
+        other.restore(&records, clock.at(100));
+        assert!(other.snapshot().is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod template;
 
 use std::time::{Instant, SystemTime};
 
-pub use eval::{Evaluator, Notification};
+pub use eval::{Evaluator, FiringRecord, Notification};
 pub use rule::{Rule, RuleSpec};
 
 /// The two alert levels.
@@ -23,6 +23,15 @@ impl Severity {
         match self {
             Severity::Warning => "warning",
             Severity::Critical => "critical",
+        }
+    }
+
+    /// The inverse of [`Severity::as_str`].
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::{Auth, Destination, Message, format, sign};
 use crate::alert::Notification;
 use crate::http::{describe, truncate};
-use crate::store;
+use crate::store::{self, StateFile};
 use crate::timefmt::to_millis;
 
 /// A notification rendered for one destination, waiting for delivery.
@@ -152,33 +152,6 @@ pub fn state_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("webhooks").join(format!("{safe}-{hash}.json"))
 }
 
-/// A destination's state file; writes that fail are logged and the agent
-/// goes on in memory.
-#[derive(Debug)]
-struct StateFile {
-    path: PathBuf,
-    failing: bool,
-}
-
-impl StateFile {
-    fn save(&mut self, state: &DestState) {
-        match store::save_json(&self.path, state) {
-            Ok(()) if self.failing => {
-                self.failing = false;
-                tracing::info!(path = %self.path.display(), "webhook state file writable again");
-            }
-            Ok(()) => {}
-            Err(e) if !self.failing => {
-                self.failing = true;
-                tracing::error!(
-                    "cannot save webhook state, pending notifications are kept in memory only: {e}"
-                );
-            }
-            Err(_) => {}
-        }
-    }
-}
-
 /// Routes notifications to the destination tasks.
 #[derive(Debug, Default)]
 pub struct Dispatcher {
@@ -220,11 +193,11 @@ impl Dispatcher {
                 let path = state_path(state_dir, &dest.name);
                 let mut state: DestState = store::load_json(&path).unwrap_or_default();
                 let (key, generated) = signing_key(&dest, &mut state);
-                let mut file = StateFile { path, failing: false };
+                let mut file = StateFile::new(path);
                 if generated {
                     tracing::info!(
                         webhook = %dest.name,
-                        path = %file.path.display(),
+                        path = %file.path().display(),
                         "generated a signing secret (set `secret` to choose one); it is kept in the state file"
                     );
                     file.save(&state);
