@@ -89,16 +89,16 @@ pub struct DestinationSpec {
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
     /// Give up on a notification this long after its first attempt (default 24 h).
-    #[serde(default, alias = "retryFor", deserialize_with = "opt_duration")]
+    #[serde(default, alias = "retry_for", deserialize_with = "opt_duration")]
     pub retry_for: Option<Duration>,
     /// Back-off base: attempt n waits random(0, min(backoff_max, backoff × 2^n)) (default 1 s).
     #[serde(default, deserialize_with = "opt_duration")]
     pub backoff: Option<Duration>,
     /// Back-off cap (default 5 min).
-    #[serde(default, alias = "backoffMax", deserialize_with = "opt_duration")]
+    #[serde(default, alias = "backoff_max", deserialize_with = "opt_duration")]
     pub backoff_max: Option<Duration>,
     /// Flood guard: at most this many deliveries per minute (default 20).
-    #[serde(alias = "maxPerMinute")]
+    #[serde(alias = "max_per_minute")]
     pub max_per_minute: Option<u32>,
 }
 

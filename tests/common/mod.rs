@@ -354,6 +354,12 @@ impl Receiver {
         self.shared.lock().script.extend(replies);
     }
 
+    /// Drops every queued reply: from now on requests get [`Reply::ok`]
+    /// (until more are scripted).
+    pub fn clear_script(&self) {
+        self.shared.lock().script.clear();
+    }
+
     /// Completed requests (answered or hung) so far, in arrival order.
     pub fn requests(&self) -> Vec<Request> {
         completed(&self.shared.lock())
@@ -805,6 +811,32 @@ fn toml_str(s: &str) -> String {
     out
 }
 
+/// A `hostbeat` command with the environment every test uses: debug logs,
+/// no colour, and no proxy setting that could send traffic anywhere but the
+/// loopback receiver.
+pub fn hostbeat_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hostbeat"));
+    cmd.env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost");
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "HOSTBEAT_PROCFS",
+        "HOSTBEAT_POSTBACK_TOKEN",
+        "JOURNAL_STREAM",
+        "NOTIFY_SOCKET",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 type Buffer = Arc<Mutex<Vec<u8>>>;
 
 fn drain(mut from: impl Read + Send + 'static, into: Buffer) {
@@ -829,7 +861,7 @@ pub struct Daemon {
     stdout: Buffer,
     stderr: Buffer,
     config_path: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Daemon {
@@ -842,34 +874,23 @@ impl Daemon {
         std::fs::write(&config_path, config.to_toml(&state_dir)).expect("write config");
         // It holds a token: keep it private, as an operator would.
         std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).expect("chmod config");
+        Daemon::launch(config_path, Some(dir))
+    }
 
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hostbeat"));
+    /// Starts the daemon on a config file the caller owns (and keeps, e.g.
+    /// to restart a daemon on the same `state_dir`).
+    pub fn spawn_file(config_path: &Path) -> Daemon {
+        Daemon::launch(config_path.to_path_buf(), None)
+    }
+
+    fn launch(config_path: PathBuf, dir: Option<tempfile::TempDir>) -> Daemon {
+        let mut cmd = hostbeat_command();
         cmd.arg("run")
             .arg("-c")
             .arg(&config_path)
-            .env("RUST_LOG", "debug")
-            .env("NO_COLOR", "1")
-            // Make sure no proxy setting can send the traffic anywhere but
-            // the loopback receiver.
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for var in [
-            "HTTP_PROXY",
-            "http_proxy",
-            "HTTPS_PROXY",
-            "https_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-            "HOSTBEAT_PROCFS",
-            "HOSTBEAT_POSTBACK_TOKEN",
-            "JOURNAL_STREAM",
-            "NOTIFY_SOCKET",
-        ] {
-            cmd.env_remove(var);
-        }
         let started = Instant::now();
         let mut child = cmd.spawn().expect("spawn hostbeat");
         let stdout: Buffer = Arc::default();
@@ -883,6 +904,21 @@ impl Daemon {
             stderr,
             config_path,
             _dir: dir,
+        }
+    }
+
+    /// Waits until stderr contains `needle` or `timeout` passes; returns
+    /// whether it appeared.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
         }
     }
 
