@@ -3,7 +3,7 @@
 //!
 //! The path is the daemon's: on a current-thread runtime, `metrics::series`,
 //! `Evaluator::evaluate`, saving the firing alerts (`alerts.json`) when they
-//! changed, `Dispatcher::notify`; the destination task then saves its queue,
+//! changed, `Registry::notify`; the destination task then saves its queue,
 //! signs and posts. State lives in a temporary directory under the target
 //! directory (a real disk, as `state_dir` would be; both saves fsync).
 //!
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use hostbeat::alert::{Evaluator, Now, Rule, RuleSpec};
 use hostbeat::collect::{Collector, ProcFs};
 use hostbeat::metrics;
-use hostbeat::webhook::deliver::Dispatcher;
-use hostbeat::webhook::{Destination, DestinationSpec};
+use hostbeat::webhook::DestinationSpec;
+use hostbeat::webhook::registry::Registry;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 const TARGET_MS: f64 = 50.0;
@@ -134,8 +134,7 @@ fn main() {
             max_per_minute: Some(100_000),
             ..Default::default()
         };
-        let dest = Destination::from_spec(&spec, "bench").expect("destination");
-        let dispatcher = Dispatcher::start(vec![dest], dir.path(), &client, HOST);
+        let dispatcher = Registry::start(&[spec], dir.path(), client, HOST);
 
         let mut collector = Collector::new(ProcFs::from_env());
         collector.sample();

@@ -14,8 +14,7 @@ use crate::payload::{Builder, Payload};
 use crate::postback::{self, Client};
 use crate::sampler::{Sampler, Tick};
 use crate::store::StateFile;
-use crate::webhook::Destination;
-use crate::webhook::deliver::Dispatcher;
+use crate::webhook::registry::Registry;
 
 /// How long shutdown waits for an in-flight postback (SIGTERM must end the
 /// process within 5 s).
@@ -109,11 +108,11 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let payloads = builder(&config);
     let host = payloads.hostname().to_owned();
     let mut alerts = Alerts::start(&config, &host);
-    let dispatcher = match &http {
+    let registry = match &http {
         Some(http) if !config.webhook.is_empty() => {
-            Dispatcher::start(destinations(&config), &config.agent.state_dir, http, &host)
+            Registry::start(&config.webhook, &config.agent.state_dir, http.clone(), &host)
         }
-        _ => Dispatcher::default(),
+        _ => Registry::empty(&config.agent.state_dir, &host),
     };
 
     let (tick_tx, mut ticks) = mpsc::channel::<Tick>(8);
@@ -130,7 +129,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         tokio::select! {
             tick = ticks.recv() => match tick {
                 Some(tick) => {
-                    alerts.evaluate(&dispatcher, &tick.sample);
+                    alerts.evaluate(&registry, &tick.sample);
                     deliver(&sink, tick);
                 }
                 None => break,
@@ -169,15 +168,6 @@ pub fn rules(config: &Config) -> Vec<Rule> {
     config.alert.iter().filter_map(Rule::compile).collect()
 }
 
-/// The `[[webhook]]` destinations (the config was validated).
-pub fn destinations(config: &Config) -> Vec<Destination> {
-    config
-        .webhook
-        .iter()
-        .filter_map(|spec| Destination::from_spec(spec, "").ok())
-        .collect()
-}
-
 /// The evaluator and the file that keeps its firing alerts across restarts.
 struct Alerts {
     evaluator: Evaluator,
@@ -198,7 +188,7 @@ impl Alerts {
     }
 
     /// Runs the rules against a sample and hands notifications on.
-    fn evaluate(&mut self, dispatcher: &Dispatcher, sample: &Sample) {
+    fn evaluate(&mut self, registry: &Registry, sample: &Sample) {
         if self.evaluator.is_empty() {
             return;
         }
@@ -216,7 +206,7 @@ impl Alerts {
                 "alert: {}",
                 n.summary
             );
-            dispatcher.notify(&n);
+            registry.notify(&n);
         }
     }
 }

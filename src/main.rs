@@ -168,7 +168,7 @@ fn once(config: &Config) -> anyhow::Result<()> {
 
 /// Sends one test notification, without retries; exit 1 when it fails.
 fn webhook_test(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
-    use hostbeat::webhook::{Destination, Kind, Message, deliver};
+    use hostbeat::webhook::{Destination, Kind, Message, deliver, registry};
     let Some(spec) = config.webhook.iter().find(|w| w.name.as_deref() == Some(name)) else {
         let names: Vec<&str> = config.webhook.iter().filter_map(|w| w.name.as_deref()).collect();
         eprintln!(
@@ -178,7 +178,7 @@ fn webhook_test(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EX_CONFIG));
     };
     let dest = Destination::from_spec(spec, name).map_err(|v| anyhow::anyhow!("{v:?}"))?;
-    let path = deliver::state_path(&config.agent.state_dir, name);
+    let path = deliver::state_path(&config.agent.state_dir, &registry::config_id(name));
     let mut state = hostbeat::store::load_json(&path).unwrap_or_default();
     let (key, generated) = deliver::signing_key(&dest, &mut state);
     if generated {

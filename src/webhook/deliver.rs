@@ -6,6 +6,7 @@
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use governor::clock::{Clock, MonotonicClock};
@@ -16,9 +17,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Auth, Destination, Message, format, sign};
-use crate::alert::Notification;
 use crate::http::{describe, truncate};
-use crate::store::{self, StateFile};
+use crate::store::StateFile;
 use crate::timefmt::to_millis;
 
 /// A notification rendered for one destination, waiting for delivery.
@@ -152,19 +152,6 @@ pub fn state_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("webhooks").join(format!("{safe}-{hash}.json"))
 }
 
-/// Routes notifications to the destination tasks.
-#[derive(Debug, Default)]
-pub struct Dispatcher {
-    routes: Vec<Route>,
-    host: String,
-}
-
-#[derive(Debug)]
-struct Route {
-    dest: Destination,
-    tx: mpsc::UnboundedSender<Job>,
-}
-
 /// The signing key of `dest`: its configured secret, else one kept in (or
 /// newly generated into) its state.
 pub fn signing_key(dest: &Destination, state: &mut DestState) -> (Vec<u8>, bool) {
@@ -182,65 +169,6 @@ pub fn signing_key(dest: &Destination, state: &mut DestState) -> (Vec<u8>, bool)
     let key = sign::decode_secret(&secret).expect("generated secrets decode");
     state.secret = Some(secret);
     (key, true)
-}
-
-impl Dispatcher {
-    /// Loads each destination's state and starts its task (on the current runtime).
-    pub fn start(dests: Vec<Destination>, state_dir: &Path, client: &reqwest::Client, host: &str) -> Self {
-        let routes = dests
-            .into_iter()
-            .map(|dest| {
-                let path = state_path(state_dir, &dest.name);
-                let mut state: DestState = store::load_json(&path).unwrap_or_default();
-                let (key, generated) = signing_key(&dest, &mut state);
-                let mut file = StateFile::new(path);
-                if generated {
-                    tracing::info!(
-                        webhook = %dest.name,
-                        path = %file.path().display(),
-                        "generated a signing secret (set `secret` to choose one); it is kept in the state file"
-                    );
-                    file.save(&state);
-                }
-                if !state.pending.is_empty() {
-                    tracing::info!(webhook = %dest.name, pending = state.pending.len(), "resuming pending notifications");
-                }
-                let (tx, rx) = mpsc::unbounded_channel();
-                let worker = Worker::new(dest.clone(), key, state, file, client.clone());
-                tokio::spawn(worker.run(rx));
-                Route { dest, tx }
-            })
-            .collect();
-        Dispatcher {
-            routes,
-            host: host.to_owned(),
-        }
-    }
-
-    /// Queues a notification for the rule's destinations (or every alert hook).
-    pub fn notify(&self, n: &Notification) {
-        let kind = match n.alert.status {
-            crate::alert::Status::Firing => super::Kind::Firing,
-            crate::alert::Status::Resolved => super::Kind::Resolved,
-        };
-        let message = Message {
-            kind,
-            id: super::new_id(),
-            timestamp: SystemTime::now(),
-            host: self.host.clone(),
-            text: n.summary.clone(),
-            alert: Some(n.alert.clone()),
-        };
-        for route in &self.routes {
-            let wanted = match &n.webhooks {
-                Some(names) => names.contains(&route.dest.name),
-                None => route.dest.is_alert_hook,
-            };
-            if wanted {
-                let _ = route.tx.send(job(&message, &route.dest));
-            }
-        }
-    }
 }
 
 /// Renders `m` for `dest`.
@@ -262,6 +190,57 @@ type Limiter = RateLimiter<
     governor::middleware::NoOpMiddleware<std::time::Instant>,
 >;
 
+/// What a destination task is told.
+#[derive(Debug)]
+pub enum Cmd {
+    /// Deliver this.
+    Job(Job),
+    /// The destination changed (API update): use this from now on.
+    Update(Box<Destination>, Vec<u8>),
+    /// The destination was deleted: drop its queue and state file, stop.
+    Delete,
+}
+
+/// A destination's delivery state as others may read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestStatus {
+    pub last_success_ms: Option<u64>,
+    pub last_failure_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub pending: usize,
+    pub disabled: bool,
+}
+
+fn limiter(per_minute: u32) -> Limiter {
+    let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct_with_clock(Quota::per_minute(per_minute), MonotonicClock)
+}
+
+/// Starts the delivery task of one destination on the current runtime.
+pub fn spawn_worker(
+    dest: Destination,
+    key: Vec<u8>,
+    state: DestState,
+    file: StateFile,
+    client: reqwest::Client,
+    status: Arc<Mutex<DestStatus>>,
+) -> mpsc::UnboundedSender<Cmd> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let worker = Worker {
+        limiter: limiter(dest.tuning.max_per_minute),
+        dest,
+        key,
+        state,
+        file,
+        client,
+        not_before: Instant::now(),
+        status,
+    };
+    worker.publish();
+    tokio::spawn(worker.run(rx));
+    tx
+}
+
 struct Worker {
     dest: Destination,
     key: Vec<u8>,
@@ -270,26 +249,48 @@ struct Worker {
     client: reqwest::Client,
     limiter: Limiter,
     not_before: Instant,
+    status: Arc<Mutex<DestStatus>>,
 }
 
 impl Worker {
-    fn new(
-        dest: Destination,
-        key: Vec<u8>,
-        state: DestState,
-        file: StateFile,
-        client: reqwest::Client,
-    ) -> Self {
-        let per_minute = NonZeroU32::new(dest.tuning.max_per_minute).unwrap_or(NonZeroU32::MIN);
-        Worker {
-            limiter: RateLimiter::direct_with_clock(Quota::per_minute(per_minute), MonotonicClock),
-            dest,
-            key,
-            state,
-            file,
-            client,
-            not_before: Instant::now(),
+    /// Writes the state file and publishes the status.
+    fn save(&mut self) {
+        self.file.save(&self.state);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let s = &self.state;
+        let status = DestStatus {
+            last_success_ms: s.last_success_ms,
+            last_failure_ms: s.last_failure_ms,
+            last_error: s.last_error.clone(),
+            pending: s.pending.len(),
+            disabled: self.disabled(),
+        };
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// Handles a command; `false` when the task must stop.
+    fn command(&mut self, cmd: Option<Cmd>) -> bool {
+        match cmd {
+            Some(Cmd::Job(job)) => self.accept(job),
+            Some(Cmd::Update(dest, key)) => {
+                if dest.tuning.max_per_minute != self.dest.tuning.max_per_minute {
+                    self.limiter = limiter(dest.tuning.max_per_minute);
+                }
+                self.dest = *dest;
+                self.key = key;
+                self.not_before = Instant::now();
+                self.publish();
+            }
+            Some(Cmd::Delete) => {
+                let _ = std::fs::remove_file(self.file.path());
+                return false;
+            }
+            None => return false,
         }
+        true
     }
 
     fn disabled(&self) -> bool {
@@ -302,24 +303,25 @@ impl Worker {
             return;
         }
         self.state.pending.push(job);
-        self.file.save(&self.state);
+        self.save();
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         loop {
-            if self.state.pending.is_empty() {
-                match rx.recv().await {
-                    Some(job) => self.accept(job),
-                    None => return,
+            if self.state.pending.is_empty() || self.disabled() {
+                if !self.command(rx.recv().await) {
+                    return;
                 }
                 continue;
             }
             tokio::select! {
                 biased;
-                job = rx.recv() => match job {
-                    Some(job) => { self.accept(job); continue; }
-                    None => return,
-                },
+                cmd = rx.recv() => {
+                    if !self.command(cmd) {
+                        return;
+                    }
+                    continue;
+                }
                 () = tokio::time::sleep_until(self.not_before) => {}
             }
             if let Err(not_until) = self.limiter.check() {
@@ -382,7 +384,7 @@ impl Worker {
                 self.state.last_error = Some(err);
             }
         }
-        self.file.save(&self.state);
+        self.save();
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod deliver;
 pub mod format;
+pub mod registry;
 pub mod sign;
 
 use std::time::{Duration, SystemTime};
