@@ -21,6 +21,9 @@ pub const DEFAULT_PATH: &str = "/etc/hostbeat/hostbeat.toml";
 /// Environment variable that overrides `postback.token` / `postback.token_file`.
 pub const TOKEN_ENV: &str = "HOSTBEAT_POSTBACK_TOKEN";
 
+/// Environment variable that overrides `api.token` / `api.token_file`.
+pub const API_TOKEN_ENV: &str = "HOSTBEAT_API_TOKEN";
+
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -32,6 +35,38 @@ pub struct Config {
     pub alert: Vec<RuleSpec>,
     /// `[[webhook]]` destinations.
     pub webhook: Vec<DestinationSpec>,
+    /// `[api]`: the management API, off when absent.
+    pub api: Option<Api>,
+}
+
+/// `[api]`: the local management API.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// Address to listen on; loopback unless `allow_remote`.
+    pub listen: String,
+    pub allow_remote: bool,
+    /// Bearer token every request must carry.
+    pub token: Option<Secret>,
+    /// File holding the token (first line); exclusive with `token`.
+    pub token_file: Option<PathBuf>,
+    /// The API's own rate limit: requests per second …
+    pub rate_per_second: u32,
+    /// … and the burst above it.
+    pub burst: u32,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            listen: "127.0.0.1:8631".into(),
+            allow_remote: false,
+            token: None,
+            token_file: None,
+            rate_per_second: 10,
+            burst: 50,
+        }
+    }
 }
 
 /// `[agent]`: what this host is and how often it is sampled.
@@ -183,59 +218,96 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     })?;
     let mut config = parse(&text, &file)?;
     let mut warnings = Vec::new();
-    if config.postback.token.is_some() {
+    let inline = config.postback.token.is_some() || config.api.as_ref().is_some_and(|a| a.token.is_some());
+    if inline {
         warnings.extend(mode_warning(path));
     }
+    let src = Source {
+        text: &text,
+        file: &file,
+    };
+    let p = &mut config.postback;
     resolve_token(
-        &mut config,
-        &text,
-        &file,
-        std::env::var(TOKEN_ENV).ok(),
+        &src,
+        "postback",
+        &mut p.token,
+        p.token_file.as_deref(),
+        env(TOKEN_ENV),
         &mut warnings,
     )?;
+    if let Some(api) = &mut config.api {
+        resolve_token(
+            &src,
+            "api",
+            &mut api.token,
+            api.token_file.as_deref(),
+            env(API_TOKEN_ENV),
+            &mut warnings,
+        )?;
+        if api.token.is_none() {
+            return Err(src.problem(
+                &["api", "token"],
+                format!("the API needs a token: set token, token_file or {API_TOKEN_ENV}"),
+            ));
+        }
+    }
     Ok(Loaded { config, warnings })
+}
+
+/// A non-empty environment variable.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// Built-in defaults, with the environment's token applied.
 pub fn defaults() -> Config {
     let mut config = Config::default();
-    if let Some(t) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
-        config.postback.token = Some(Secret::new(t));
-    }
+    config.postback.token = env(TOKEN_ENV).map(Secret::new);
     config
 }
 
-/// Applies the environment override or reads `token_file`.
+/// The config text and its name, for messages about it.
+struct Source<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Source<'_> {
+    fn problem(&self, path: &[&str], message: String) -> ConfigError {
+        ConfigError::Invalid(vec![Problem {
+            file: self.file.to_owned(),
+            line: key_line(self.text, path),
+            field: Some(path.join(".")),
+            message,
+        }])
+    }
+}
+
+/// Sets `token` from the environment override, else from `token_file`.
 fn resolve_token(
-    config: &mut Config,
-    text: &str,
-    file: &str,
+    src: &Source<'_>,
+    section: &str,
+    token: &mut Option<Secret>,
+    token_file: Option<&Path>,
     env: Option<String>,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
-    if let Some(t) = env.filter(|t| !t.is_empty()) {
-        config.postback.token = Some(Secret::new(t));
+    if let Some(t) = env {
+        *token = Some(Secret::new(t));
         return Ok(());
     }
-    let Some(token_file) = &config.postback.token_file else {
+    let Some(token_file) = token_file else {
         return Ok(());
     };
-    let problem = |message: String| {
-        ConfigError::Invalid(vec![Problem {
-            file: file.to_owned(),
-            line: key_line(text, &["postback", "token_file"]),
-            field: Some("postback.token_file".into()),
-            message,
-        }])
-    };
+    let problem = |message: String| src.problem(&[section, "token_file"], message);
     let content = std::fs::read_to_string(token_file)
         .map_err(|e| problem(format!("cannot read {}: {e}", token_file.display())))?;
-    let token = content.lines().next().unwrap_or("").trim();
-    if token.is_empty() {
+    let value = content.lines().next().unwrap_or("").trim();
+    if value.is_empty() {
         return Err(problem(format!("{} is empty", token_file.display())));
     }
     warnings.extend(mode_warning(token_file));
-    config.postback.token = Some(Secret::new(token));
+    *token = Some(Secret::new(value));
     Ok(())
 }
 
@@ -381,6 +453,34 @@ pub fn validate(c: &Config) -> Vec<(Vec<String>, String)> {
             &["log", "level"],
             format!("{:?} is not a log filter: {e}", c.log.level),
         );
+    }
+
+    if let Some(api) = &c.api {
+        match api.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => bad(
+                &["api", "listen"],
+                format!("{:?} is not an address like 127.0.0.1:8631", api.listen),
+            ),
+            Ok(a) if !a.ip().is_loopback() && !api.allow_remote => bad(
+                &["api", "listen"],
+                format!("{a} is not a loopback address; set allow_remote = true to expose the API"),
+            ),
+            Ok(_) => {}
+        }
+        if api.token.is_some() && api.token_file.is_some() {
+            bad(
+                &["api", "token_file"],
+                "set either token or token_file, not both".into(),
+            );
+        }
+        if api.token.as_ref().is_some_and(Secret::is_empty) {
+            bad(&["api", "token"], "must not be empty".into());
+        }
+        for (name, v) in [("rate_per_second", api.rate_per_second), ("burst", api.burst)] {
+            if v == 0 {
+                bad(&["api", name], "must be at least 1".into());
+            }
+        }
     }
 
     let mut hooks: Vec<&str> = Vec::new();
@@ -652,22 +752,59 @@ mod tests {
         let tf = dir.path().join("token");
         std::fs::write(&tf, "from-file\n").unwrap();
         let text = format!("[postback]\ntoken_file = {:?}\n", tf.display().to_string());
-        let mut c = parse(&text, "t.toml").unwrap();
-        let mut w = Vec::new();
-        resolve_token(&mut c, &text, "t.toml", None, &mut w).unwrap();
-        assert_eq!(c.postback.token.as_ref().unwrap().expose(), "from-file");
-        resolve_token(&mut c, &text, "t.toml", Some("from-env".into()), &mut w).unwrap();
-        assert_eq!(c.postback.token.as_ref().unwrap().expose(), "from-env");
+        let src = Source {
+            text: &text,
+            file: "t.toml",
+        };
+        let (mut token, mut w) = (None, Vec::new());
+        resolve_token(&src, "postback", &mut token, Some(&tf), None, &mut w).unwrap();
+        assert_eq!(token.as_ref().unwrap().expose(), "from-file");
+        resolve_token(
+            &src,
+            "postback",
+            &mut token,
+            Some(&tf),
+            Some("from-env".into()),
+            &mut w,
+        )
+        .unwrap();
+        assert_eq!(token.as_ref().unwrap().expose(), "from-env");
 
         let missing = "[postback]\ntoken_file = \"/nonexistent/token\"\n";
-        let mut c = parse(missing, "t.toml").unwrap();
-        let e = resolve_token(&mut c, missing, "t.toml", None, &mut w)
-            .unwrap_err()
-            .to_string();
+        let src = Source {
+            text: missing,
+            file: "t.toml",
+        };
+        let e = resolve_token(
+            &src,
+            "postback",
+            &mut token,
+            Some(Path::new("/nonexistent/token")),
+            None,
+            &mut w,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.starts_with("t.toml line 2: postback.token_file: cannot read"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn api_needs_a_loopback_address_and_a_token() {
+        let p = problems("[api]\nlisten = \"0.0.0.0:8631\"\ntoken = \"t\"\nburst = 0\n");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("t.toml line 2: api.listen: 0.0.0.0:8631 is not a loopback address"));
+        assert!(p[1].starts_with("t.toml line 4: api.burst:"));
+        assert!(problems("[api]\nlisten = \"0.0.0.0:8631\"\nallow_remote = true\n").is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("h.toml");
+        std::fs::write(&f, "[api]\n").unwrap();
+        if std::env::var_os(API_TOKEN_ENV).is_none() {
+            let e = load(&f).unwrap_err().to_string();
+            assert!(e.contains("line 1: api.token: the API needs a token"), "{e}");
+        }
     }
 
     #[test]

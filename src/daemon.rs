@@ -1,7 +1,9 @@
 //! Wiring: the sampler thread, the delivery task, signals.
 
 use std::io::Write;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -33,6 +35,8 @@ pub enum DaemonError {
     Client(#[from] postback::ClientError),
     #[error("building the HTTP client: {0}")]
     Http(String),
+    #[error("api.listen: cannot listen on {0}: {1}")]
+    Api(String, std::io::Error),
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -81,16 +85,18 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
-    let needs_http = config.postback.url.is_some() || !config.webhook.is_empty();
+    let needs_http = config.postback.url.is_some() || !config.webhook.is_empty() || config.api.is_some();
     let http = match needs_http {
         true => Some(crate::http::client().map_err(|e| DaemonError::Http(crate::http::describe(e)))?),
         false => None,
     };
+    let postback_status = Arc::new(Mutex::new(postback::Status::default()));
     let sink = match (&config.postback.url, &http) {
         (Some(url), Some(http)) => {
             let client = Client::new(http.clone(), &config.postback)?;
             let (tx, rx) = mpsc::channel(64);
-            let task = tokio::spawn(postback::run(client, (&config.postback).into(), rx));
+            let settings = (&config.postback).into();
+            let task = tokio::spawn(postback::run(client, settings, rx, postback_status.clone()));
             tracing::info!(
                 url = %display_url(url),
                 min_interval = ?config.postback.min_interval,
@@ -107,13 +113,36 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
 
     let payloads = builder(&config);
     let host = payloads.hostname().to_owned();
-    let mut alerts = Alerts::start(&config, &host);
     let registry = match &http {
-        Some(http) if !config.webhook.is_empty() => {
-            Registry::start(&config.webhook, &config.agent.state_dir, http.clone(), &host)
-        }
-        _ => Registry::empty(&config.agent.state_dir, &host),
+        Some(http) => Registry::start(&config.webhook, &config.agent.state_dir, http.clone(), &host),
+        None => Registry::empty(&config.agent.state_dir, &host),
     };
+    let shared = Arc::new(Shared {
+        registry: Mutex::new(registry),
+        alerts: Mutex::new(Alerts::start(&config, &host)),
+        postback: postback_status,
+        postback_url: config.postback.url.as_deref().map(display_url),
+        started_at: SystemTime::now(),
+        started: Instant::now(),
+        last_sample_ms: AtomicU64::new(0),
+    });
+    if let Some(api) = &config.api {
+        let addr: std::net::SocketAddr = api
+            .listen
+            .parse()
+            .map_err(|_| DaemonError::Api(api.listen.clone(), std::io::ErrorKind::InvalidInput.into()))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| DaemonError::Api(api.listen.clone(), e))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| DaemonError::Api(api.listen.clone(), e))?;
+        tracing::info!(addr = %bound, "management API listening");
+        tokio::spawn(crate::api::serve(
+            listener,
+            crate::api::ApiState::new(shared.clone(), api),
+        ));
+    }
 
     let (tick_tx, mut ticks) = mpsc::channel::<Tick>(8);
     let sampler = Sampler::spawn(
@@ -129,7 +158,8 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         tokio::select! {
             tick = ticks.recv() => match tick {
                 Some(tick) => {
-                    alerts.evaluate(&registry, &tick.sample);
+                    shared.last_sample_ms.store(crate::timefmt::to_millis(tick.sample.taken_at), Ordering::Relaxed);
+                    shared.lock_alerts().evaluate(&shared.lock_registry(), &tick.sample);
                     deliver(&sink, tick);
                 }
                 None => break,
@@ -168,14 +198,42 @@ pub fn rules(config: &Config) -> Vec<Rule> {
     config.alert.iter().filter_map(Rule::compile).collect()
 }
 
+/// What the daemon's parts share with the management API.
+#[derive(Debug)]
+pub struct Shared {
+    pub registry: Mutex<Registry>,
+    pub alerts: Mutex<Alerts>,
+    pub postback: Arc<Mutex<postback::Status>>,
+    /// The receiver, without credentials (`None`: stdout).
+    pub postback_url: Option<String>,
+    pub started_at: SystemTime,
+    pub started: Instant,
+    /// Time of the last sample, Unix ms (0 before the first).
+    pub last_sample_ms: AtomicU64,
+}
+
+impl Shared {
+    /// The registry (a panic elsewhere does not lock it for good).
+    pub fn lock_registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The alert evaluator.
+    pub fn lock_alerts(&self) -> MutexGuard<'_, Alerts> {
+        self.alerts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The evaluator and the file that keeps its firing alerts across restarts.
-struct Alerts {
+#[derive(Debug)]
+pub struct Alerts {
     evaluator: Evaluator,
     file: StateFile,
 }
 
 impl Alerts {
-    fn start(config: &Config, host: &str) -> Self {
+    /// The evaluator, its firing alerts restored from `state_dir`.
+    pub fn start(config: &Config, host: &str) -> Self {
         let mut evaluator = Evaluator::new(rules(config), host);
         let file = StateFile::new(config.agent.state_dir.join("alerts.json"));
         if !evaluator.is_empty()
@@ -187,8 +245,13 @@ impl Alerts {
         Alerts { evaluator, file }
     }
 
+    /// The rules and their states.
+    pub fn evaluator(&self) -> &Evaluator {
+        &self.evaluator
+    }
+
     /// Runs the rules against a sample and hands notifications on.
-    fn evaluate(&mut self, registry: &Registry, sample: &Sample) {
+    pub fn evaluate(&mut self, registry: &Registry, sample: &Sample) {
         if self.evaluator.is_empty() {
             return;
         }

@@ -6,6 +6,7 @@
 //! stable metric names, [`daemon`] the wiring of it all.
 
 pub mod alert;
+pub mod api;
 pub mod collect;
 pub mod config;
 pub mod daemon;

@@ -43,6 +43,8 @@ struct SeriesState {
     fingerprint: String,
     phase: Phase,
     window: VecDeque<(Instant, f64)>,
+    /// The value last judged.
+    last: Option<f64>,
 }
 
 /// The state of one rule: its series, keyed by label value (`""` when unlabelled).
@@ -103,10 +105,12 @@ pub fn step<'a>(
                     fingerprint: fp,
                     phase: Phase::Ok,
                     window: VecDeque::new(),
+                    last: None,
                 })
             }
         };
         let value = windowed(rule, st, s.value, now.mono);
+        st.last = Some(value);
         let before = firing_level(&st.phase);
         observe(rule, st, value, now, host, &mut out);
         state.changed |= firing_level(&st.phase) != before;
@@ -318,6 +322,20 @@ fn note(
     }
 }
 
+/// One alert series as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertView {
+    pub rule: String,
+    pub metric: String,
+    pub labels: Vec<(String, String)>,
+    /// `ok`, `pending` or `firing`.
+    pub state: &'static str,
+    pub severity: Option<Severity>,
+    pub started_at: Option<std::time::SystemTime>,
+    pub value: Option<f64>,
+    pub fingerprint: String,
+}
+
 /// A firing alert as kept across restarts (`state_dir/alerts.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FiringRecord {
@@ -361,6 +379,41 @@ impl Evaluator {
         for (rule, state) in &mut self.rules {
             let mine = by_name.get(rule.metric).map_or(&[][..], Vec::as_slice);
             out.extend(step(rule, state, mine.iter().copied(), now, &self.host));
+        }
+        out
+    }
+
+    /// Number of rules.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Every series of every rule with its state, by rule then series.
+    pub fn states(&self) -> Vec<AlertView> {
+        let mut out = Vec::new();
+        for (rule, state) in &self.rules {
+            let mut keys: Vec<&String> = state.series.keys().collect();
+            keys.sort();
+            for key in keys {
+                let st = &state.series[key];
+                let (name, severity, started_at) = match st.phase {
+                    Phase::Ok => ("ok", None, None),
+                    Phase::Pending { .. } => ("pending", None, None),
+                    Phase::Firing {
+                        severity, started_at, ..
+                    } => ("firing", Some(severity), Some(started_at)),
+                };
+                out.push(AlertView {
+                    rule: rule.name.clone(),
+                    metric: rule.metric.to_owned(),
+                    labels: st.labels.clone(),
+                    state: name,
+                    severity,
+                    started_at,
+                    value: st.last,
+                    fingerprint: st.fingerprint.clone(),
+                });
+            }
         }
         out
     }
@@ -422,6 +475,7 @@ impl Evaluator {
                         clearing_since: None,
                     },
                     window: VecDeque::new(),
+                    last: None,
                 },
             );
         }
@@ -706,5 +760,8 @@ mod tests {
             "disk on h: disk.used_pct{mount=/boot} is 99 (threshold 90)"
         );
         assert_eq!(ev.firing(), [("disk", "/boot", Severity::Critical)]);
+        let states = ev.states();
+        assert_eq!(states.len(), 1, "only matching series are tracked");
+        assert_eq!((states[0].state, states[0].value), ("firing", Some(99.0)));
     }
 }

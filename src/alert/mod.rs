@@ -7,7 +7,7 @@ pub mod template;
 
 use std::time::{Instant, SystemTime};
 
-pub use eval::{Evaluator, FiringRecord, Notification};
+pub use eval::{AlertView, Evaluator, FiringRecord, Notification};
 pub use rule::{Rule, RuleSpec};
 
 /// The two alert levels.
@@ -92,9 +92,14 @@ pub struct Alert {
 impl Alert {
     /// `metric{label=value}`.
     pub fn series(&self) -> String {
-        let mut s = self.metric.clone();
-        if !self.labels.is_empty() {
-            let l: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Self::series_name(&self.metric, &self.labels)
+    }
+
+    /// `metric{label=value}` for any metric and labels.
+    pub fn series_name(metric: &str, labels: &[(String, String)]) -> String {
+        let mut s = metric.to_owned();
+        if !labels.is_empty() {
+            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             s.push('{');
             s.push_str(&l.join(","));
             s.push('}');

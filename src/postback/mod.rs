@@ -7,6 +7,7 @@ pub mod policy;
 pub mod queue;
 
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, MonotonicClock};
@@ -51,6 +52,18 @@ pub struct Stats {
     pub queued: usize,
 }
 
+/// What the delivery task last did, for `GET /status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub last_attempt_ms: Option<u64>,
+    /// `delivered`, `rejected`, `unauthorized`, `throttled` or `failed`.
+    pub last_outcome: Option<&'static str>,
+    pub last_status: Option<u16>,
+    pub stats: Stats,
+    /// Sample time of the oldest queued payload, Unix ms.
+    pub oldest_queued_ms: Option<u64>,
+}
+
 /// The delivery task's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -71,9 +84,15 @@ impl From<&Postback> for Settings {
     }
 }
 
-/// Delivers payloads from `rx` until it closes; returns the counters.
-pub async fn run(client: Client, settings: Settings, mut rx: mpsc::Receiver<Payload>) -> Stats {
-    let mut d = Delivery::new(client, settings);
+/// Delivers payloads from `rx` until it closes, publishing to `status`;
+/// returns the counters.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    mut rx: mpsc::Receiver<Payload>,
+    status: Arc<Mutex<Status>>,
+) -> Stats {
+    let mut d = Delivery::new(client, settings, status);
     loop {
         let wake = (!d.queue.is_empty()).then(|| d.not_before.max(d.limiter_at));
         tokio::select! {
@@ -97,6 +116,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 struct Delivery {
+    status: Arc<Mutex<Status>>,
     client: Client,
     settings: Settings,
     limiter: Limiter,
@@ -110,9 +130,10 @@ struct Delivery {
 }
 
 impl Delivery {
-    fn new(client: Client, settings: Settings) -> Self {
+    fn new(client: Client, settings: Settings, status: Arc<Mutex<Status>>) -> Self {
         let now = Instant::now();
         Delivery {
+            status,
             client,
             limiter: limiter(settings.min_interval),
             queue: Queue::new(settings.queue_max),
@@ -127,6 +148,20 @@ impl Delivery {
     fn enqueue(&mut self, p: Payload) {
         let dropped = self.queue.push(p);
         self.count_overflow(dropped);
+        self.publish(None);
+    }
+
+    /// Publishes the counters, and the outcome of an attempt if there was one.
+    fn publish(&mut self, attempt: Option<(&'static str, Option<u16>)>) {
+        self.stats.queued = self.queue.len();
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((outcome, status)) = attempt {
+            s.last_attempt_ms = Some(crate::timefmt::to_millis(std::time::SystemTime::now()));
+            s.last_outcome = Some(outcome);
+            s.last_status = status;
+        }
+        s.stats = self.stats;
+        s.oldest_queued_ms = self.queue.oldest_time().map(|t| t * 1000);
     }
 
     fn count_overflow(&mut self, dropped: usize) {
@@ -151,6 +186,13 @@ impl Delivery {
         let Some(p) = self.queue.pop() else { return };
         let attempt = self.client.post(&p).await;
         let status = attempt.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        let outcome = match attempt.verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Rejected => "rejected",
+            Verdict::Unauthorized => "unauthorized",
+            Verdict::Throttled(_) => "throttled",
+            Verdict::Failed => "failed",
+        };
         match attempt.verdict {
             Verdict::Delivered => {
                 let queued = self.queue.len();
@@ -182,6 +224,7 @@ impl Delivery {
             }
             verdict => self.retry_later(p, verdict, &status, &attempt.detail),
         }
+        self.publish(Some((outcome, attempt.status)));
     }
 
     fn retry_later(&mut self, p: Payload, verdict: Verdict, status: &str, detail: &str) {
