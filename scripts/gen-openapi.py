@@ -26,6 +26,86 @@ def envelope(result):
                 "messages": s("array", items=ref("Error")), "result": result})
 
 FORMATS = ["generic", "slack", "discord", "gchat", "teams", "pagerduty"]
+
+# The shapes the agent's validator checks by hand (src/webhook/mod.rs url_shape,
+# sign::decode_secret, config::duration::parse): a body valid for this schema
+# is accepted, and one the schema rejects is refused with 400.
+OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+LABEL = "[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+HOST = f"(({OCTET}\\.){{3}}{OCTET}|({LABEL}\\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?)"
+PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+URL_PATTERN = f"^https?://{HOST}(:{PORT})?([/?#][\\x21-\\x7E]*)?$"
+B64 = "[A-Za-z0-9+/]"
+SECRET_PATTERN = (f"^whsec_((?:{B64}{{4}}){{8,20}}(?:{B64}[AQgw]==|{B64}{{2}}[AEIMQUYcgkosw048]=)?"
+                  f"|(?:{B64}{{4}}){{21}}(?:{B64}[AQgw]==)?)$")
+UNIT = "(ms|s|m|h|d)"
+NUMBER = "(0|[1-9][0-9]{0,8})"
+DURATION = f"^({NUMBER}{UNIT})+$"
+NONZERO_DURATION = f"^(0{UNIT})*[1-9][0-9]{{0,8}}{UNIT}({NUMBER}{UNIT})*$"
+HEADER_NAME = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+NULL = {"type": "string", "nullable": True, "enum": [None]}
+EMPTY = {"type": "string", "nullable": True, "maxLength": 0}
+NOT_PAGERDUTY = {"type": "string", "nullable": True, "enum": [f for f in FORMATS if f != "pagerduty"] + [None]}
+
+
+def destination_input():
+    """The request body: every field, then the url/endpoint and auth rules."""
+    auth = [
+        {"title": "none", "properties": {"authType": {"type": "string", "nullable": True, "enum": ["none", None]},
+                                          "userName": EMPTY, "password": EMPTY, "token": EMPTY,
+                                          "headerName": NULL, "queryParam": NULL, "type": NOT_PAGERDUTY}},
+        {"title": "basic", "required": ["authType", "userName", "password"],
+         "properties": {"authType": {"type": "string", "enum": ["basic"]},
+                        "userName": {"type": "string", "minLength": 1}, "password": {"type": "string", "minLength": 1},
+                        "token": EMPTY, "headerName": NULL, "queryParam": NULL, "type": NOT_PAGERDUTY}},
+        {"title": "querystring", "required": ["authType", "token"],
+         "properties": {"authType": {"type": "string", "enum": ["querystring"]},
+                        "token": {"type": "string", "minLength": 1}, "userName": EMPTY, "password": EMPTY,
+                        "headerName": NULL, "queryParam": {"type": "string", "nullable": True, "minLength": 1}}},
+        {"title": "header", "required": ["authType", "token"],
+         "properties": {"authType": {"type": "string", "enum": ["header"]},
+                        "token": {"type": "string", "minLength": 1}, "userName": EMPTY, "password": EMPTY,
+                        "headerName": {"type": "string", "nullable": True, "pattern": HEADER_NAME},
+                        "queryParam": NULL}},
+        {"title": "authheader or bearer", "required": ["authType", "token"],
+         "properties": {"authType": {"type": "string", "enum": ["authheader", "bearer"]},
+                        "token": {"type": "string", "minLength": 1}, "userName": EMPTY, "password": EMPTY,
+                        "headerName": NULL, "queryParam": NULL}},
+    ]
+    target = [
+        {"title": "url", "required": ["url"], "not": {"required": ["endpoint"]}},
+        {"title": "endpoint", "required": ["endpoint"], "not": {"required": ["url"]}},
+    ]
+    return {
+        "type": "object", "additionalProperties": False,
+        "description": "A webhook destination: url (or its alias endpoint, not both) and the auth rules: none "
+                       "takes no userName/password/token; basic needs userName and password and no token; "
+                       "querystring/authheader/header/bearer need a token and no userName/password; "
+                       "headerName goes with header, queryParam with querystring; pagerduty needs a token "
+                       "(its routing key).",
+        "properties": {
+            "name": nullable("string", minLength=1, maxLength=100),
+            "url": s("string", pattern=URL_PATTERN),
+            "endpoint": s("string", pattern=URL_PATTERN, description="alias of url"),
+            "type": nullable("string", enum=FORMATS + [None]),
+            "isAlertHook": nullable("boolean"),
+            "authType": nullable("string", enum=AUTHS + [None]),
+            "userName": nullable("string"),
+            "password": nullable("string", writeOnly=True),
+            "token": nullable("string", writeOnly=True),
+            "headerName": nullable("string"),
+            "queryParam": nullable("string"),
+            "secret": nullable("string", writeOnly=True, pattern=SECRET_PATTERN,
+                               description="whsec_ + base64 of 24-64 bytes; generated when absent"),
+            "timeout": nullable("string", pattern=NONZERO_DURATION, example="10s"),
+            "retry_for": nullable("string", pattern=DURATION, example="24h"),
+            "backoff": nullable("string", pattern=NONZERO_DURATION, example="1s"),
+            "backoff_max": nullable("string", pattern=DURATION, example="5m"),
+            "max_per_minute": nullable("integer", minimum=1, maximum=4294967295),
+        },
+        "allOf": [{"oneOf": target}, {"oneOf": auth}],
+    }
+
 AUTHS = ["none", "basic", "querystring", "authheader", "header", "bearer"]
 TIME = nullable("string", format="date-time")
 
@@ -33,31 +113,7 @@ schemas = {
     "Error": obj({"code": s("integer"), "message": s("string")}),
     "ErrorEnvelope": obj({"success": s("boolean", enum=[False]), "errors": s("array", items=ref("Error")),
                           "messages": s("array", items=ref("Error")), "result": nullable("object")}),
-    "DestinationInput": {
-        "type": "object", "additionalProperties": False,
-        "description": "A webhook destination. url (or endpoint) is required. Auth rules: none takes no "
-                       "userName/password/token; basic needs userName and password and no token; "
-                       "querystring/authheader/header/bearer need a token and no userName/password.",
-        "properties": {
-            "name": nullable("string", maxLength=100),
-            "url": nullable("string", description="http or https URL"),
-            "endpoint": nullable("string", description="alias of url"),
-            "type": nullable("string", enum=FORMATS),
-            "isAlertHook": nullable("boolean"),
-            "authType": nullable("string", enum=AUTHS),
-            "userName": nullable("string"),
-            "password": nullable("string", writeOnly=True),
-            "token": nullable("string", writeOnly=True),
-            "headerName": nullable("string"),
-            "queryParam": nullable("string"),
-            "secret": nullable("string", writeOnly=True, description="whsec_ + base64 of 24-64 bytes; generated when absent"),
-            "timeout": nullable("string", example="10s"),
-            "retry_for": nullable("string", example="24h"),
-            "backoff": nullable("string", example="1s"),
-            "backoff_max": nullable("string", example="5m"),
-            "max_per_minute": nullable("integer", minimum=0),
-        },
-    },
+    "DestinationInput": destination_input(),
     "Destination": obj({
         "id": s("string"), "name": s("string"), "url": s("string"), "endpoint": s("string"),
         "type": s("string", enum=FORMATS), "isAlertHook": s("boolean"), "authType": s("string", enum=AUTHS),
@@ -140,6 +196,14 @@ for prefix, tag, base in [("/webhooks", "", ()),
         "post": op(f"createWebhook{tag}", "Create a destination",
                    {"201": ("Created; a generated secret is shown this once", "DestinationEnvelope")},
                    ["400", "413", "415"], body=True, params=base),
+    }
+    link_params = {"id": "$response.body#/result/id"}
+    if base:
+        link_params["account_id"] = "$request.path.account_id"
+    paths[prefix]["post"]["responses"]["201"]["links"] = {
+        name: {"operationId": f"{verb}Webhook{tag}", "parameters": link_params}
+        for name, verb in [("GetCreated", "get"), ("ReplaceCreated", "replace"),
+                           ("TestCreated", "test"), ("DeleteCreated", "delete")]
     }
     paths[prefix + "/{id}"] = {
         "get": op(f"getWebhook{tag}", "One destination", {"200": ("The destination", "DestinationEnvelope")}, ["404"], params=base + ("id",)),

@@ -635,17 +635,22 @@ pub mod duration {
     use std::time::Duration;
 
     /// Parses a duration string: one or more `<number><unit>` with units
-    /// `ms`, `s`, `m`, `h`, `d`.
+    /// `ms`, `s`, `m`, `h`, `d`; numbers have at most 9 digits and no leading
+    /// zero (the shape the API document publishes).
     pub fn parse(s: &str) -> Result<Duration, String> {
         let err = || format!("invalid duration {s:?}: expected e.g. \"500ms\", \"60s\", \"5m\", \"1h30m\"");
-        let mut rest = s.trim();
+        let mut rest = s;
         if rest.is_empty() {
             return Err(err());
         }
         let mut total = Duration::ZERO;
         while !rest.is_empty() {
             let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-            let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+            let number = &rest[..digits];
+            if number.is_empty() || number.len() > 9 || (number.len() > 1 && number.starts_with('0')) {
+                return Err(err());
+            }
+            let n: u32 = number.parse().map_err(|_| err())?;
             rest = &rest[digits..];
             let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
             let unit = match &rest[..unit_len] {
@@ -657,12 +662,17 @@ pub mod duration {
                 _ => return Err(err()),
             };
             rest = &rest[unit_len..];
-            let part = unit
-                .checked_mul(u32::try_from(n).map_err(|_| err())?)
-                .ok_or_else(err)?;
-            total = total.checked_add(part).ok_or_else(err)?;
+            total = total.checked_add(unit * n).ok_or_else(err)?;
         }
         Ok(total)
+    }
+
+    /// Serde adapter for an optional duration (`null` or absent: `None`).
+    pub fn deserialize_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match <Option<String> as serde::Deserialize>::deserialize(d)? {
+            Some(s) => parse(&s).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
     }
 
     /// Serde adapter for [`parse`].
@@ -689,7 +699,18 @@ mod tests {
         assert_eq!(duration::parse("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(duration::parse("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(duration::parse("1d"), Ok(Duration::from_secs(86_400)));
-        for bad in ["", "60", "s", "1x", "-1s", "1.5s", "99999999999h"] {
+        for bad in [
+            "",
+            "60",
+            "s",
+            "1x",
+            "-1s",
+            "1.5s",
+            "99999999999h",
+            " 60s",
+            "05s",
+            "1000000000s",
+        ] {
             assert!(duration::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -41,10 +41,6 @@ pub enum NoData {
     Resolve,
 }
 
-fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    crate::config::duration::deserialize(d).map(Some)
-}
-
 /// One `[[alert]]` as written.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,17 +58,21 @@ pub struct RuleSpec {
     /// Leave the alert only beyond this level (hysteresis).
     pub clear: Option<f64>,
     /// The condition must hold this long before the alert fires.
-    #[serde(default, rename = "for", deserialize_with = "opt_duration")]
+    #[serde(
+        default,
+        rename = "for",
+        deserialize_with = "crate::config::duration::deserialize_opt"
+    )]
     pub for_: Option<Duration>,
     /// The clear condition must hold this long before the alert resolves.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::duration::deserialize_opt")]
     pub clear_for: Option<Duration>,
     /// Evaluate an aggregate of the values over this window.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::duration::deserialize_opt")]
     pub over: Option<Duration>,
     pub aggregate: Option<Aggregate>,
     /// Notify again at this interval while firing.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::duration::deserialize_opt")]
     pub repeat: Option<Duration>,
     pub notify_resolved: Option<bool>,
     #[serde(default)]

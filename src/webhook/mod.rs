@@ -87,24 +87,28 @@ pub struct DestinationSpec {
     pub query_param: Option<String>,
     pub secret: Option<Secret>,
     /// Per-attempt timeout (default 10 s).
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::duration::deserialize_opt")]
     pub timeout: Option<Duration>,
     /// Give up on a notification this long after its first attempt (default 24 h).
-    #[serde(default, alias = "retry_for", deserialize_with = "opt_duration")]
+    #[serde(
+        default,
+        alias = "retry_for",
+        deserialize_with = "crate::config::duration::deserialize_opt"
+    )]
     pub retry_for: Option<Duration>,
     /// Back-off base: attempt n waits random(0, min(backoff_max, backoff × 2^n)) (default 1 s).
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::duration::deserialize_opt")]
     pub backoff: Option<Duration>,
     /// Back-off cap (default 5 min).
-    #[serde(default, alias = "backoff_max", deserialize_with = "opt_duration")]
+    #[serde(
+        default,
+        alias = "backoff_max",
+        deserialize_with = "crate::config::duration::deserialize_opt"
+    )]
     pub backoff_max: Option<Duration>,
     /// Flood guard: at most this many deliveries per minute (default 20).
     #[serde(alias = "max_per_minute")]
     pub max_per_minute: Option<u32>,
-}
-
-fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    crate::config::duration::deserialize(d).map(Some)
 }
 
 /// A broken rule: the field (API spelling) and what is wrong.
@@ -118,10 +122,10 @@ impl DestinationSpec {
     /// `require_name` (the TOML file refers to destinations by name).
     pub fn validate(&self, require_name: bool) -> Vec<Violation> {
         let mut v: Vec<Violation> = Vec::new();
-        match self.name.as_deref().map(str::trim) {
+        match self.name.as_deref() {
             None if require_name => v.push(("name", "is required".into())),
             Some("") => v.push(("name", "must not be empty".into())),
-            Some(n) if n.len() > 100 => v.push(("name", "must be at most 100 characters".into())),
+            Some(n) if n.chars().count() > 100 => v.push(("name", "must be at most 100 characters".into())),
             _ => {}
         }
         match self.url.as_deref() {
@@ -222,7 +226,7 @@ fn auth_name(a: AuthType) -> &'static str {
     }
 }
 
-/// An `http`/`https` URL with a host.
+/// An `http`/`https` URL of the shape [`url_shape`] accepts.
 pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") {
@@ -231,10 +235,70 @@ pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
             u.scheme()
         ));
     }
-    if u.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} has no host"));
+    if !url_shape(url) {
+        return Err(format!(
+            "{url:?} must look like http(s)://host[:port][/path][?query], the host a DNS name or an IPv4 address"
+        ));
     }
     Ok(u)
+}
+
+/// The URL shape the API document publishes (`URL_PATTERN` in
+/// `scripts/gen-openapi.py`), checked by hand: `http(s)://`, a DNS name whose
+/// last label starts with a letter or a dotted-quad IPv4 address, an optional
+/// port up to 65535, then printable ASCII.
+pub fn url_shape(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if !tail.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return false;
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let port_ok = port.is_none_or(|p| {
+        p.bytes().all(|b| b.is_ascii_digit())
+            && match p.len() {
+                1..=4 => true,
+                5 => !p.starts_with('0') && p.parse::<u32>().is_ok_and(|n| n <= 65_535),
+                _ => false,
+            }
+    });
+    port_ok && (ipv4_shape(host) || dns_shape(host))
+}
+
+fn ipv4_shape(host: &str) -> bool {
+    let parts: Vec<&str> = host.split('.').collect();
+    parts.len() == 4
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 3
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (p.len() == 1 || !p.starts_with('0'))
+                && p.parse::<u16>().is_ok_and(|n| n <= 255)
+        })
+}
+
+fn dns_shape(host: &str) -> bool {
+    let labels: Vec<&str> = host.split('.').collect();
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    labels.iter().all(|l| label_ok(l))
+        && labels
+            .last()
+            .is_some_and(|l| l.as_bytes()[0].is_ascii_alphabetic())
 }
 
 /// Credentials as they go on the wire.
@@ -452,6 +516,38 @@ mod tests {
             fields(&bad.validate(true)),
             ["name", "url", "userName", "password", "headerName", "secret"]
         );
+    }
+
+    #[test]
+    fn url_shapes() {
+        for ok in [
+            "http://127.0.0.1:18632/hook",
+            "https://hooks.slack.com/services/T0/B0/XX",
+            "https://chat.googleapis.com/v1/spaces/x/messages?key=a&token=b",
+            "http://localhost",
+            "http://a-b.example:65535/",
+            "http://x:0080#frag",
+        ] {
+            assert!(url_shape(ok), "{ok}");
+            assert!(check_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://x/",
+            "http://",
+            "http://1.2.3",
+            "http://999.1.1.1",
+            "http://01.1.1.1",
+            "http://a.1",
+            "http://-a.com",
+            "http://a_b.com",
+            "http://x:65536",
+            "http://x:07000",
+            "http://[::1]/",
+            "http://u:p@x/",
+            "http://x/ space",
+        ] {
+            assert!(!url_shape(bad), "{bad}");
+        }
     }
 
     #[test]
