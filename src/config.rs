@@ -331,7 +331,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             file: file.to_owned(),
             line: offset.map(|o| line_of(text, o)),
             field: offset.and_then(|o| field_at(text, o)),
-            message: e.message().trim().to_owned(),
+            message: crate::secret::redact_serde_message(e.message().trim()),
         }])
     })?;
     let problems: Vec<Problem> = validate(&config)

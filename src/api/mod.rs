@@ -189,7 +189,10 @@ async fn spec_body(req: Request) -> Result<DestinationSpec, Response> {
     let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
         .await
         .map_err(|_| fail(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than 64 KiB"))?;
-    serde_json::from_slice(&bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, &format!("body: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let message = crate::secret::redact_serde_message(&e.to_string());
+        fail(StatusCode::BAD_REQUEST, &format!("body: {message}"))
+    })
 }
 
 /// A registry refusal as a response.
