@@ -524,17 +524,14 @@ pub fn validate(c: &Config) -> Vec<(Vec<String>, String)> {
     out
 }
 
-/// An `http`/`https` URL with a host.
+/// An `http`/`https` URL with a host (not quoted back: it may hold credentials).
 fn check_url(url: &str) -> Result<(), String> {
-    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let u = reqwest::Url::parse(url).map_err(|e| format!("is not a URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!(
-            "{url:?}: scheme must be http or https, got {:?}",
-            u.scheme()
-        ));
+        return Err(format!("scheme must be http or https, got {:?}", u.scheme()));
     }
     if u.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} has no host"));
+        return Err("has no host".into());
     }
     Ok(())
 }

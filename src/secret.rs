@@ -53,7 +53,11 @@ pub fn redact_serde_message(msg: &str) -> String {
         if let Some(rest) = msg.strip_prefix(prefix) {
             let (got, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
             let kind = got.split(['`', '"']).next().unwrap_or("value").trim();
-            let expected = if expected.is_empty() { String::new() } else { format!(", expected{expected}") };
+            let expected = if expected.is_empty() {
+                String::new()
+            } else {
+                format!(", expected{expected}")
+            };
             return format!("{prefix}{kind}{expected}");
         }
     }
@@ -67,11 +71,26 @@ mod tests {
     #[test]
     fn serde_messages_lose_their_values() {
         let cases = [
-            ("invalid type: integer `12345`, expected a string", "invalid type: integer, expected a string"),
-            ("invalid type: string \"hunter2\", expected u32 at line 1", "invalid type: string, expected u32 at line 1"),
-            ("invalid value: integer `-1`, expected u32", "invalid value: integer, expected u32"),
-            ("invalid type: floating point `6.5`, expected a string", "invalid type: floating point, expected a string"),
-            ("unknown field `x`, expected `a`", "unknown field `x`, expected `a`"),
+            (
+                "invalid type: integer `12345`, expected a string",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                "invalid type: string \"hunter2\", expected u32 at line 1",
+                "invalid type: string, expected u32 at line 1",
+            ),
+            (
+                "invalid value: integer `-1`, expected u32",
+                "invalid value: integer, expected u32",
+            ),
+            (
+                "invalid type: floating point `6.5`, expected a string",
+                "invalid type: floating point, expected a string",
+            ),
+            (
+                "unknown field `x`, expected `a`",
+                "unknown field `x`, expected `a`",
+            ),
         ];
         for (given, want) in cases {
             assert_eq!(redact_serde_message(given), want);

@@ -152,7 +152,7 @@ async fn authenticate(State(s): State<ApiState>, req: Request, next: Next) -> Re
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if constant_time_eq(given.as_bytes(), s.token.expose().as_bytes()) && !given.is_empty() {
         return next.run(req).await;
@@ -163,6 +163,12 @@ async fn authenticate(State(s): State<ApiState>, req: Request, next: Next) -> Re
         HeaderValue::from_static("Bearer realm=\"hostbeat\""),
     );
     resp
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Equality whose time depends only on the lengths.
@@ -429,6 +435,14 @@ async fn openapi() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
 
     #[test]
     fn constant_time_comparison() {

@@ -228,17 +228,16 @@ fn auth_name(a: AuthType) -> &'static str {
 
 /// An `http`/`https` URL of the shape [`url_shape`] accepts.
 pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
-    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    // The URL may carry credentials (userinfo, a token in the query): never quote it.
+    let u = reqwest::Url::parse(url).map_err(|e| format!("is not a URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!(
-            "{url:?}: scheme must be http or https, got {:?}",
-            u.scheme()
-        ));
+        return Err(format!("scheme must be http or https, got {:?}", u.scheme()));
     }
     if !url_shape(url) {
-        return Err(format!(
-            "{url:?} must look like http(s)://host[:port][/path][?query], the host a DNS name or an IPv4 address"
-        ));
+        return Err(
+            "must look like http(s)://host[:port][/path][?query], the host a DNS name or an IPv4 address"
+                .into(),
+        );
     }
     Ok(u)
 }

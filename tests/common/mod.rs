@@ -829,6 +829,7 @@ pub fn hostbeat_command() -> Command {
         "all_proxy",
         "HOSTBEAT_PROCFS",
         "HOSTBEAT_POSTBACK_TOKEN",
+        "HOSTBEAT_API_TOKEN",
         "JOURNAL_STREAM",
         "NOTIFY_SOCKET",
     ] {
@@ -883,8 +884,20 @@ impl Daemon {
         Daemon::launch(config_path.to_path_buf(), None)
     }
 
+    /// Like [`Daemon::spawn_file`], with extra environment variables.
+    pub fn spawn_file_env(config_path: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::launch_env(config_path.to_path_buf(), None, env)
+    }
+
     fn launch(config_path: PathBuf, dir: Option<tempfile::TempDir>) -> Daemon {
+        Daemon::launch_env(config_path, dir, &[])
+    }
+
+    fn launch_env(config_path: PathBuf, dir: Option<tempfile::TempDir>, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = hostbeat_command();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.arg("run")
             .arg("-c")
             .arg(&config_path)
@@ -984,6 +997,34 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Sends SIGKILL (no chance to clean up) and reaps the process.
+    pub fn kill9(&mut self) -> ExitStatus {
+        if let Some(status) = self.try_exit() {
+            return status;
+        }
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: plain kill(2) on our own, not yet reaped, child's pid.
+        let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(rc, 0, "kill(SIGKILL) failed: {}", io::Error::last_os_error());
+        self.child.wait().expect("wait after SIGKILL")
+    }
+
+    /// Waits at most `timeout` for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.try_exit().is_none() {
@@ -1047,4 +1088,171 @@ pub fn loadavg_1() -> f64 {
         .next()
         .and_then(|v| v.parse().ok())
         .expect("parse /proc/loadavg")
+}
+
+// ---------------------------------------------------------------------------
+// A tiny blocking HTTP/1.1 client (loopback only)
+// ---------------------------------------------------------------------------
+
+/// One response as [`http_request`] read it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lowercased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked if it came chunked.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as (lossy) text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON, if it is JSON.
+    pub fn try_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The body parsed as JSON. Panics (with the body) if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response body is not JSON ({e}); status {}: {}",
+                self.status,
+                self.text()
+            )
+        })
+    }
+}
+
+/// Sends one request over a fresh connection to `addr` (which must be a
+/// loopback address) with `Connection: close`, and reads the whole response.
+/// `headers` are sent as given; `Host`, `Connection` and (when there is a
+/// body, or the method is POST/PUT/PATCH) `Content-Length` are added.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> io::Result<HttpResponse> {
+    assert!(addr.ip().is_loopback(), "HTTP only to loopback, not {addr}");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        let _ = write!(head, "{k}: {v}\r\n");
+    }
+    let body = body.unwrap_or_default();
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        let _ = write!(head, "Content-Length: {}\r\n", body.len());
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    http_raw(addr, &out)
+}
+
+/// Writes `request` (raw bytes) on a fresh connection to `addr` and reads
+/// the response until the server closes the connection.
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> io::Result<HttpResponse> {
+    assert!(addr.ip().is_loopback(), "HTTP only to loopback, not {addr}");
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(20)))?;
+    let _ = stream.set_nodelay(true);
+    // A server may answer (e.g. 413) and close before reading everything:
+    // write from another thread while this one reads, so the answer is read
+    // as it arrives (before any reset), and a failed write is not an error
+    // as long as a response arrives.
+    let mut writer = stream.try_clone()?;
+    let request = request.to_vec();
+    let write_thread = thread::spawn(move || writer.write_all(&request).and_then(|()| writer.flush()));
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let read_error = loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break None,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Some(e),
+        }
+    };
+    let _ = stream.shutdown(Shutdown::Both);
+    let write_result = write_thread
+        .join()
+        .unwrap_or_else(|_| Err(bad("writer thread panicked")));
+    match parse_response(&raw) {
+        Some(resp) => Ok(resp),
+        None => Err(read_error.or(write_result.err()).unwrap_or_else(|| {
+            bad(format!(
+                "incomplete response: {:?}",
+                String::from_utf8_lossy(&raw)
+            ))
+        })),
+    }
+}
+
+/// Parses a complete HTTP/1.x response; `None` if incomplete or malformed.
+fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let rest = &raw[end + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next()?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    let status: u16 = parts.next()?.parse().ok()?;
+    let mut headers = Vec::new();
+    for line in lines {
+        let (k, v) = line.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let body = if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        dechunk(rest)?
+    } else if let Some(len) = get("content-length") {
+        let n: usize = len.parse().ok()?;
+        if rest.len() < n {
+            return None;
+        }
+        rest[..n].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Some(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let i = rest.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&rest[..i]).ok()?;
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[i + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        if rest.len() < size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
 }
