@@ -134,7 +134,8 @@ schemas = {
         "postback": obj({
             "url": nullable("string"), "last_attempt_at": TIME, "last_outcome": nullable("string"),
             "last_status": nullable("integer"), "delivered": s("integer"), "failed_attempts": s("integer"),
-            "rejected": s("integer"), "dropped": s("integer"), "queued": s("integer"), "oldest_queued_at": TIME}),
+            "rejected": s("integer"), "dropped": s("integer"), "corrupt": s("integer"),
+            "memory_only": s("integer"), "queued": s("integer"), "oldest_queued_at": TIME}),
         "alerts": obj({"rules": s("integer"), "firing": s("integer")}),
         "webhooks": s("array", items=obj({
             "id": s("string"), "name": s("string"), "source": s("string", enum=["config", "api"]),

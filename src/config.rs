@@ -37,6 +37,68 @@ pub struct Config {
     pub webhook: Vec<DestinationSpec>,
     /// `[api]`: the management API, off when absent.
     pub api: Option<Api>,
+    pub spool: SpoolConfig,
+}
+
+/// `[spool]`: bounds of the on-disk queue of undelivered payloads.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Beyond this, the oldest payloads are dropped (counted, logged).
+    pub max_bytes: ByteSize,
+    /// Payloads older than this are dropped (counted, logged).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_age: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            max_bytes: ByteSize(64 << 20),
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A size in bytes, written as an integer or a string with a unit
+/// (`"64MiB"`, `"500KB"`, `"1GiB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `"64MiB"`, `"100MB"`, `"4096"` ….
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let err = || format!("invalid size {s:?}: expected e.g. \"64MiB\", \"500KB\" or a number of bytes");
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let n: u64 = t[..split].parse().map_err(|_| err())?;
+        let unit: u64 = match t[split..].trim() {
+            "" | "B" => 1,
+            "KB" => 1000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            _ => return Err(err()),
+        };
+        n.checked_mul(unit).map(ByteSize).ok_or_else(err)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// `[api]`: the local management API.
@@ -118,8 +180,8 @@ pub struct Postback {
     /// … but never more than this.
     #[serde(deserialize_with = "duration::deserialize")]
     pub backoff_max: Duration,
-    /// Undelivered payloads kept in memory; the oldest is dropped beyond it.
-    pub queue_max: usize,
+    /// Attempts allowed at once before the one-per-`min_interval` pace.
+    pub burst: u32,
 }
 
 impl Default for Postback {
@@ -134,7 +196,7 @@ impl Default for Postback {
             timeout: Duration::from_secs(15),
             backoff: Duration::from_secs(20),
             backoff_max: Duration::from_secs(90),
-            queue_max: 1440,
+            burst: 1,
         }
     }
 }
@@ -445,8 +507,11 @@ pub fn validate(c: &Config) -> Vec<(Vec<String>, String)> {
             "must not be less than postback.backoff".into(),
         );
     }
-    if p.queue_max == 0 {
-        bad(&["postback", "queue_max"], "must be at least 1".into());
+    if p.burst == 0 {
+        bad(&["postback", "burst"], "must be at least 1".into());
+    }
+    if c.spool.max_bytes.0 < 64 * 1024 {
+        bad(&["spool", "max_bytes"], "must be at least 64KiB".into());
     }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&c.log.level) {
         bad(
@@ -710,6 +775,19 @@ mod tests {
         ] {
             assert!(duration::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("64MiB"), Ok(ByteSize(64 << 20)));
+        assert_eq!(ByteSize::parse("500KB"), Ok(ByteSize(500_000)));
+        assert_eq!(ByteSize::parse("4096"), Ok(ByteSize(4096)));
+        for bad in ["", "MiB", "1.5MiB", "12 parsecs", "99999999999999999999GiB"] {
+            assert!(ByteSize::parse(bad).is_err(), "{bad}");
+        }
+        let c = parse("[spool]\nmax_bytes = 1048576\nmax_age = \"2h\"\n", "t.toml").unwrap();
+        assert_eq!(c.spool.max_bytes, ByteSize(1 << 20));
+        assert_eq!(c.spool.max_age, Duration::from_secs(7200));
     }
 
     #[test]

@@ -1,26 +1,30 @@
-//! Wiring: the sampler thread, the delivery task, signals.
+//! Wiring: the sampler thread, the delivery task, the alert evaluator, the
+//! webhook registry and the management API; signals (TERM/INT stop, HUP
+//! reloads the configuration).
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::alert::{Evaluator, FiringRecord, Now, Rule};
 use crate::collect::{Collector, ProcFs, Sample, SystemInfo};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::metrics;
-use crate::payload::{Builder, Payload};
-use crate::postback::{self, Client};
+use crate::payload::Builder;
+use crate::postback::{self, Client, Msg};
 use crate::sampler::{Sampler, Tick};
 use crate::store::StateFile;
 use crate::webhook::registry::Registry;
 
 /// How long shutdown waits for an in-flight postback (SIGTERM must end the
-/// process within 5 s).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+/// process within 5 s; every payload is in the spool already).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -39,24 +43,29 @@ pub enum DaemonError {
     Api(String, std::io::Error),
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub fn run(config: Config) -> Result<(), DaemonError> {
+/// Runs the agent until SIGTERM or SIGINT; SIGHUP re-reads `path`.
+pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), DaemonError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?
-        .block_on(serve(config))
+        .block_on(serve(config, path))
+}
+
+/// The host name payloads and alerts report.
+fn hostname(config: &Config, system: &SystemInfo) -> String {
+    config
+        .agent
+        .hostname
+        .clone()
+        .unwrap_or_else(|| system.hostname.clone())
 }
 
 /// A payload builder for this host and config.
 pub fn builder(config: &Config) -> Builder {
     let system = SystemInfo::detect();
-    let hostname = config
-        .agent
-        .hostname
-        .clone()
-        .unwrap_or_else(|| system.hostname.clone());
-    Builder::new(config.postback.agent_key.clone(), hostname, system)
+    let host = hostname(config, &system);
+    Builder::new(config.postback.agent_key.clone(), host, system)
 }
 
 /// The receiver's URL without credentials or query, for logs.
@@ -72,123 +81,267 @@ pub fn display_url(url: &str) -> String {
     }
 }
 
-/// Where payloads go.
-enum Sink {
-    /// One JSON line per payload on stdout.
-    Stdout,
-    /// The delivery task.
-    Post(mpsc::Sender<Payload>, tokio::task::JoinHandle<postback::Stats>),
+/// The running delivery task.
+struct PostbackTask {
+    tx: mpsc::Sender<Msg>,
+    task: JoinHandle<postback::Stats>,
 }
 
-async fn serve(config: Config) -> Result<(), DaemonError> {
+/// Everything that runs, and the config it runs with.
+struct Agent {
+    config: Config,
+    host: String,
+    run: Arc<str>,
+    http: Option<reqwest::Client>,
+    postback: Option<PostbackTask>,
+    api: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    sampler: Sampler,
+}
+
+impl Agent {
+    async fn start(config: Config, ticks: mpsc::Sender<Tick>) -> Result<Agent, DaemonError> {
+        let payloads = builder(&config);
+        let host = payloads.hostname().to_owned();
+        let run = payloads.run().clone();
+        let needs_http = config.postback.url.is_some() || !config.webhook.is_empty() || config.api.is_some();
+        let http = match needs_http {
+            true => Some(new_http()?),
+            false => None,
+        };
+        let registry = match &http {
+            Some(http) => Registry::start(&config.webhook, &config.agent.state_dir, http.clone(), &host),
+            None => Registry::empty(&config.agent.state_dir, &host),
+        };
+        let shared = Arc::new(Shared {
+            registry: Mutex::new(registry),
+            alerts: Mutex::new(Alerts::start(&config, &host)),
+            postback: Arc::new(Mutex::new(postback::Status::default())),
+            postback_url: Mutex::new(None),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            last_sample_ms: AtomicU64::new(0),
+        });
+        let sampler = Sampler::spawn(
+            Collector::new(ProcFs::from_env()),
+            payloads,
+            config.agent.interval,
+            ticks,
+        )
+        .map_err(DaemonError::Sampler)?;
+        let mut agent = Agent {
+            config,
+            host,
+            run,
+            http,
+            postback: None,
+            api: None,
+            shared,
+            sampler,
+        };
+        agent.apply_postback()?;
+        if let Some(api) = agent.config.api.clone() {
+            agent.api = Some(start_api(&agent.shared, &api).await?);
+        }
+        Ok(agent)
+    }
+
+    /// The shared HTTP client, built on first need.
+    fn http(&mut self) -> Result<reqwest::Client, DaemonError> {
+        if self.http.is_none() {
+            self.http = Some(new_http()?);
+        }
+        Ok(self.http.clone().expect("just built"))
+    }
+
+    /// Starts, reconfigures or stops the delivery task to match the config.
+    fn apply_postback(&mut self) -> Result<(), DaemonError> {
+        let url = self.config.postback.url.clone();
+        *self.shared.postback_url.lock().unwrap_or_else(|e| e.into_inner()) = url.as_deref().map(display_url);
+        let Some(url) = url else {
+            if self.postback.take().is_some() {
+                tracing::info!("postback.url removed: payloads go to stdout; the spool waits for a receiver");
+            } else {
+                tracing::info!("no postback.url configured: printing payloads to stdout");
+            }
+            return Ok(());
+        };
+        let client = Client::new(self.http()?, &self.config.postback)?;
+        let settings = postback::Settings::from(&self.config);
+        tracing::info!(
+            url = %display_url(&url),
+            min_interval = ?self.config.postback.min_interval,
+            token = if self.config.postback.token.is_some() { "********" } else { "none" },
+            spool = %settings.spool_dir.display(),
+            "posting back"
+        );
+        match &self.postback {
+            Some(p) => {
+                let _ =
+                    p.tx.try_send(Msg::Reconfigure(Box::new(client), Box::new(settings)));
+            }
+            None => {
+                let (tx, rx) = mpsc::channel(64);
+                let task = tokio::spawn(postback::run(client, settings, rx, self.shared.postback.clone()));
+                self.postback = Some(PostbackTask { tx, task });
+            }
+        }
+        Ok(())
+    }
+
+    /// One sample: alerts first (they never wait on the receiver), then the payload.
+    fn on_tick(&self, tick: Tick) {
+        let sh = &self.shared;
+        sh.last_sample_ms
+            .store(crate::timefmt::to_millis(tick.sample.taken_at), Ordering::Relaxed);
+        sh.lock_alerts().evaluate(&sh.lock_registry(), &tick.sample);
+        tracing::debug!(
+            seq = tick.payload.seq,
+            bytes = tick.payload.json.len(),
+            cost_ms = tick.cost.as_secs_f64() * 1e3,
+            "sample"
+        );
+        match &self.postback {
+            Some(p) => {
+                if let Err(e) = p.tx.try_send(Msg::Payload(tick.payload, self.run.clone())) {
+                    tracing::warn!("postback task busy, payload dropped: {e}");
+                }
+            }
+            None => print_line(&tick.payload.json),
+        }
+    }
+
+    /// SIGHUP: re-reads the config; a bad one is reported and the running one stays.
+    async fn reload(&mut self, path: Option<&Path>) {
+        let Some(path) = path else {
+            tracing::warn!("SIGHUP: running on built-in defaults, there is no file to reload");
+            return;
+        };
+        let mut new = match config::load(path) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    tracing::warn!("{w}");
+                }
+                loaded.config
+            }
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    tracing::error!("{line}");
+                }
+                tracing::error!("SIGHUP: the new configuration is invalid; the running one stays");
+                return;
+            }
+        };
+        if new.agent.state_dir != self.config.agent.state_dir {
+            tracing::warn!("agent.state_dir changes take effect at restart; keeping the current one");
+            new.agent.state_dir = self.config.agent.state_dir.clone();
+        }
+        let old = std::mem::replace(&mut self.config, new);
+        let system = SystemInfo::detect();
+        let old_host = std::mem::replace(&mut self.host, hostname(&self.config, &system));
+        let new = &self.config;
+        if (new.agent.interval, &new.postback.agent_key, &self.host)
+            != (old.agent.interval, &old.postback.agent_key, &old_host)
+        {
+            self.sampler.reconfigure(
+                new.agent.interval,
+                new.postback.agent_key.clone(),
+                self.host.clone(),
+            );
+        }
+        if new.alert != old.alert || self.host != old_host {
+            self.shared.lock_alerts().replace_rules(new, &self.host);
+        }
+        if let Err(e) = self.apply_postback() {
+            tracing::error!("postback not restarted: {e}");
+        }
+        if self.config.webhook != old.webhook || self.host != old_host {
+            match self.http() {
+                Ok(http) => self
+                    .shared
+                    .lock_registry()
+                    .reload(&self.config.webhook, http, &self.host),
+                Err(e) => tracing::error!("webhooks not reloaded: {e}"),
+            }
+        }
+        if self.config.api != old.api {
+            if let Some(task) = self.api.take() {
+                task.abort();
+                let _ = task.await;
+            }
+            if let Some(api) = self.config.api.clone() {
+                match start_api(&self.shared, &api).await {
+                    Ok(task) => self.api = Some(task),
+                    Err(e) => tracing::error!("management API not restarted: {e}"),
+                }
+            }
+        }
+        tracing::info!(path = %path.display(), "configuration reloaded");
+    }
+
+    /// Stops sampling; gives an in-flight postback a moment (the spool keeps the rest).
+    async fn shutdown(mut self) {
+        self.sampler.stop();
+        if let Some(PostbackTask { tx, task }) = self.postback.take() {
+            drop(tx);
+            match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
+                Ok(Ok(stats)) => tracing::info!(
+                    delivered = stats.delivered,
+                    rejected = stats.rejected,
+                    spooled = stats.queued,
+                    "postback stopped"
+                ),
+                Ok(Err(e)) => tracing::error!("postback task failed: {e}"),
+                Err(_) => {
+                    tracing::warn!("postback still in flight after {SHUTDOWN_GRACE:?}; it stays in the spool")
+                }
+            }
+        }
+    }
+}
+
+fn new_http() -> Result<reqwest::Client, DaemonError> {
+    crate::http::client().map_err(|e| DaemonError::Http(crate::http::describe(e)))
+}
+
+/// Binds the management API and serves it in a task.
+async fn start_api(shared: &Arc<Shared>, api: &config::Api) -> Result<JoinHandle<()>, DaemonError> {
+    let fail = |e: std::io::Error| DaemonError::Api(api.listen.clone(), e);
+    let addr: std::net::SocketAddr = api
+        .listen
+        .parse()
+        .map_err(|_| fail(std::io::ErrorKind::InvalidInput.into()))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    tracing::info!(addr = %bound, "management API listening");
+    Ok(tokio::spawn(crate::api::serve(
+        listener,
+        crate::api::ApiState::new(shared.clone(), api),
+    )))
+}
+
+async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-
-    let needs_http = config.postback.url.is_some() || !config.webhook.is_empty() || config.api.is_some();
-    let http = match needs_http {
-        true => Some(crate::http::client().map_err(|e| DaemonError::Http(crate::http::describe(e)))?),
-        false => None,
-    };
-    let postback_status = Arc::new(Mutex::new(postback::Status::default()));
-    let sink = match (&config.postback.url, &http) {
-        (Some(url), Some(http)) => {
-            let client = Client::new(http.clone(), &config.postback)?;
-            let (tx, rx) = mpsc::channel(64);
-            let settings = (&config.postback).into();
-            let task = tokio::spawn(postback::run(client, settings, rx, postback_status.clone()));
-            tracing::info!(
-                url = %display_url(url),
-                min_interval = ?config.postback.min_interval,
-                token = if config.postback.token.is_some() { "********" } else { "none" },
-                "posting back"
-            );
-            Sink::Post(tx, task)
-        }
-        _ => {
-            tracing::info!("no postback.url configured: printing payloads to stdout");
-            Sink::Stdout
-        }
-    };
-
-    let payloads = builder(&config);
-    let host = payloads.hostname().to_owned();
-    let registry = match &http {
-        Some(http) => Registry::start(&config.webhook, &config.agent.state_dir, http.clone(), &host),
-        None => Registry::empty(&config.agent.state_dir, &host),
-    };
-    let shared = Arc::new(Shared {
-        registry: Mutex::new(registry),
-        alerts: Mutex::new(Alerts::start(&config, &host)),
-        postback: postback_status,
-        postback_url: config.postback.url.as_deref().map(display_url),
-        started_at: SystemTime::now(),
-        started: Instant::now(),
-        last_sample_ms: AtomicU64::new(0),
-    });
-    if let Some(api) = &config.api {
-        let addr: std::net::SocketAddr = api
-            .listen
-            .parse()
-            .map_err(|_| DaemonError::Api(api.listen.clone(), std::io::ErrorKind::InvalidInput.into()))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| DaemonError::Api(api.listen.clone(), e))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| DaemonError::Api(api.listen.clone(), e))?;
-        tracing::info!(addr = %bound, "management API listening");
-        tokio::spawn(crate::api::serve(
-            listener,
-            crate::api::ApiState::new(shared.clone(), api),
-        ));
-    }
-
     let (tick_tx, mut ticks) = mpsc::channel::<Tick>(8);
-    let sampler = Sampler::spawn(
-        Collector::new(ProcFs::from_env()),
-        payloads,
-        config.agent.interval,
-        tick_tx,
-    )
-    .map_err(DaemonError::Sampler)?;
-    tracing::info!(version = crate::payload::VERSION, interval = ?config.agent.interval, "hostbeat started");
-
+    let mut agent = Agent::start(config, tick_tx).await?;
+    tracing::info!(version = crate::payload::VERSION, interval = ?agent.config.agent.interval, "hostbeat started");
     loop {
         tokio::select! {
             tick = ticks.recv() => match tick {
-                Some(tick) => {
-                    shared.last_sample_ms.store(crate::timefmt::to_millis(tick.sample.taken_at), Ordering::Relaxed);
-                    shared.lock_alerts().evaluate(&shared.lock_registry(), &tick.sample);
-                    deliver(&sink, tick);
-                }
+                Some(tick) => agent.on_tick(tick),
                 None => break,
             },
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
             _ = sighup.recv() => {
-                tracing::warn!("SIGHUP: configuration reload is not supported by this version; restart hostbeat to apply changes");
+                tracing::info!("SIGHUP: reloading the configuration");
+                agent.reload(path.as_deref()).await;
             }
         }
     }
-
-    sampler.stop();
-    if let Sink::Post(tx, task) = sink {
-        drop(tx);
-        match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
-            Ok(Ok(stats)) => {
-                tracing::info!(
-                    delivered = stats.delivered,
-                    rejected = stats.rejected,
-                    dropped = stats.overflowed,
-                    undelivered = stats.queued,
-                    "postback stopped"
-                );
-            }
-            Ok(Err(e)) => tracing::error!("postback task failed: {e}"),
-            Err(_) => tracing::warn!("postback still in flight after {SHUTDOWN_GRACE:?}: abandoned"),
-        }
-    }
+    agent.shutdown().await;
     tracing::info!("hostbeat stopped");
     Ok(())
 }
@@ -205,7 +358,7 @@ pub struct Shared {
     pub alerts: Mutex<Alerts>,
     pub postback: Arc<Mutex<postback::Status>>,
     /// The receiver, without credentials (`None`: stdout).
-    pub postback_url: Option<String>,
+    pub postback_url: Mutex<Option<String>>,
     pub started_at: SystemTime,
     pub started: Instant,
     /// Time of the last sample, Unix ms (0 before the first).
@@ -250,6 +403,15 @@ impl Alerts {
         &self.evaluator
     }
 
+    /// New rules (SIGHUP): alerts of rules that keep their name and metric
+    /// stay firing, and resolve on the next sample if they no longer hold.
+    pub fn replace_rules(&mut self, config: &Config, host: &str) {
+        let records = self.evaluator.snapshot();
+        self.evaluator = Evaluator::new(rules(config), host);
+        self.evaluator.restore(&records, Now::real());
+        self.file.save(&self.evaluator.snapshot());
+    }
+
     /// Runs the rules against a sample and hands notifications on.
     pub fn evaluate(&mut self, registry: &Registry, sample: &Sample) {
         if self.evaluator.is_empty() {
@@ -274,30 +436,15 @@ impl Alerts {
     }
 }
 
-/// Hands one tick's payload to the sink.
-fn deliver(sink: &Sink, tick: Tick) {
-    tracing::debug!(
-        seq = tick.payload.seq,
-        bytes = tick.payload.json.len(),
-        cost_ms = tick.cost.as_secs_f64() * 1e3,
-        "sample"
-    );
-    match sink {
-        Sink::Stdout => {
-            let mut out = std::io::stdout().lock();
-            let written = out
-                .write_all(&tick.payload.json)
-                .and_then(|()| out.write_all(b"\n"))
-                .and_then(|()| out.flush());
-            if let Err(e) = written {
-                tracing::error!("writing payload to stdout: {e}");
-            }
-        }
-        Sink::Post(tx, _) => {
-            if let Err(e) = tx.try_send(tick.payload) {
-                tracing::warn!("postback task busy, payload dropped: {e}");
-            }
-        }
+/// One payload as one JSON line on stdout.
+fn print_line(json: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_all(json)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        tracing::error!("writing payload to stdout: {e}");
     }
 }
 

@@ -105,7 +105,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EX_CONFIG));
             };
             init_logging(cli.log_level.as_deref(), &config);
-            daemon::run(config).context("hostbeat run")?;
+            daemon::run(config, config_path(arg.config.as_deref())).context("hostbeat run")?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -121,6 +121,14 @@ fn load(path: Option<&Path>) -> Result<config::Loaded, ConfigError> {
             config: config::defaults(),
             warnings: Vec::new(),
         }),
+    }
+}
+
+/// The file a reload re-reads: the one given, else the default if it exists.
+fn config_path(path: Option<&Path>) -> Option<PathBuf> {
+    match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(config::DEFAULT_PATH)).filter(|p| p.exists()),
     }
 }
 

@@ -2,6 +2,7 @@
 //! serialised once; the MD5 is taken over exactly those bytes.
 //! See `shared/protocol/postback.md` for every key's shape and unit.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
@@ -64,17 +65,35 @@ pub struct Builder {
     hostname: String,
     system: SystemInfo,
     seq: u64,
+    /// Random id of this agent run: with `seq`, identifies a payload.
+    run: Arc<str>,
 }
 
 impl Builder {
     /// A builder for one agent run.
     pub fn new(agent_key: String, hostname: String, system: SystemInfo) -> Self {
+        let run: String = crate::webhook::sign::random_bytes::<4>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Builder {
             agent_key,
             hostname,
             system,
             seq: 0,
+            run: run.into(),
         }
+    }
+
+    /// The run id (8 hex digits).
+    pub fn run(&self) -> &Arc<str> {
+        &self.run
+    }
+
+    /// New identity settings after a reload; the sequence goes on.
+    pub fn reconfigure(&mut self, agent_key: String, hostname: String) {
+        self.agent_key = agent_key;
+        self.hostname = hostname;
     }
 
     /// The host name payloads report.
@@ -91,8 +110,11 @@ impl Builder {
             &self.agent_key,
             &self.hostname,
             (self.seq == 1).then_some(&self.system),
-            self.seq,
-            time,
+            Own {
+                seq: self.seq,
+                time,
+                run: &self.run,
+            },
         );
         let json = serde_json::to_vec(&doc).expect("payload types always serialise");
         Payload::new(json, self.seq, time)
@@ -143,14 +165,15 @@ struct Document<'a> {
     cpu: Option<CpuKeys>,
     #[serde(rename = "system.uptime", skip_serializing_if = "Option::is_none")]
     uptime: Option<f64>,
-    hostbeat: Own,
+    hostbeat: Own<'a>,
 }
 
-/// hostbeat's own key: identity of this payload within the run.
+/// hostbeat's own key: identity of this payload (`run` + `seq`).
 #[derive(Serialize)]
-struct Own {
+struct Own<'a> {
     seq: u64,
     time: u64,
+    run: &'a str,
 }
 
 /// v1 memory keys (whole MB) and the v2 additions (MB as floats).
@@ -324,8 +347,7 @@ fn document<'a>(
     agent_key: &'a str,
     hostname: &'a str,
     system: Option<&'a SystemInfo>,
-    seq: u64,
-    time: u64,
+    own: Own<'a>,
 ) -> Document<'a> {
     let total = s.cpu.as_ref().and_then(|c| c.total.as_ref());
     Document {
@@ -356,7 +378,7 @@ fn document<'a>(
         processes: s
             .processes
             .as_ref()
-            .map(|t| t.processes.iter().map(|p| process_row(p, time)).collect()),
+            .map(|t| t.processes.iter().map(|p| process_row(p, own.time)).collect()),
         io_stats: s.disk_io.as_deref().map(IoStats),
         cpu_stats: s.cpu.as_ref().filter(|c| c.total.is_some()).map(CpuStats),
         system_stats: system.map(|i| SystemStats {
@@ -379,7 +401,7 @@ fn document<'a>(
             cpu_stolen: t.steal,
         }),
         uptime: s.uptime_s,
-        hostbeat: Own { seq, time },
+        hostbeat: own,
     }
 }
 
@@ -559,6 +581,7 @@ mod tests {
             assert!(v[k].is_number(), "{k}");
         }
         assert_eq!(v["hostbeat"]["seq"], 2);
+        assert_eq!(v["hostbeat"]["run"].as_str().unwrap().len(), 8);
         assert_eq!((first.seq, second.seq), (1, 2));
     }
 }

@@ -36,10 +36,22 @@ pub struct Tick {
     pub cost: Duration,
 }
 
+/// What the sampler thread is told.
+#[derive(Debug)]
+enum Control {
+    Stop,
+    /// New interval and payload identity (SIGHUP); the schedule restarts now.
+    Reconfigure {
+        interval: Duration,
+        agent_key: String,
+        hostname: String,
+    },
+}
+
 /// Handle to the running sampler thread; dropping it stops the thread.
 #[derive(Debug)]
 pub struct Sampler {
-    stop: std_mpsc::Sender<()>,
+    control: std_mpsc::Sender<Control>,
     _thread: JoinHandle<()>,
 }
 
@@ -49,24 +61,32 @@ impl Sampler {
     pub fn spawn(
         mut collector: Collector,
         mut builder: Builder,
-        interval: Duration,
+        mut interval: Duration,
         tx: mpsc::Sender<Tick>,
     ) -> std::io::Result<Self> {
-        let (stop, stopped) = std_mpsc::channel();
+        let (control, orders) = std_mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sampler".into())
             .spawn(move || {
-                let start = Instant::now();
+                let mut start = Instant::now();
                 collector.sample();
-                let warmup = WARMUP.min(interval);
+                let mut warmup = WARMUP.min(interval);
                 let mut k = 0;
                 loop {
                     let wait = deadline(start, warmup, interval, k).saturating_duration_since(Instant::now());
-                    if !matches!(
-                        stopped.recv_timeout(wait),
-                        Err(std_mpsc::RecvTimeoutError::Timeout)
-                    ) {
-                        return;
+                    match orders.recv_timeout(wait) {
+                        Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                        Ok(Control::Reconfigure {
+                            interval: new,
+                            agent_key,
+                            hostname,
+                        }) => {
+                            builder.reconfigure(agent_key, hostname);
+                            interval = new;
+                            (start, warmup, k) = (Instant::now(), Duration::ZERO, 1);
+                            continue;
+                        }
+                        Ok(Control::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
                     }
                     let began = Instant::now();
                     let sample = collector.sample();
@@ -87,14 +107,23 @@ impl Sampler {
                 }
             })?;
         Ok(Sampler {
-            stop,
+            control,
             _thread: thread,
         })
     }
 
+    /// Applies a new interval and payload identity.
+    pub fn reconfigure(&self, interval: Duration, agent_key: String, hostname: String) {
+        let _ = self.control.send(Control::Reconfigure {
+            interval,
+            agent_key,
+            hostname,
+        });
+    }
+
     /// Asks the thread to stop after its current sample.
     pub fn stop(&self) {
-        let _ = self.stop.send(());
+        let _ = self.control.send(Control::Stop);
     }
 }
 

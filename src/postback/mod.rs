@@ -1,14 +1,15 @@
-//! Delivery of payloads to the receiver: one task that owns the queue, the
-//! `governor` limiter (the single gate for every attempt, retries included)
-//! and the retry policy.
+//! Delivery of payloads to the receiver: one task that owns the durable
+//! spool, the `governor` limiter (the single gate for every attempt, retries
+//! included) and the retry policy.
 
 pub mod client;
 pub mod policy;
-pub mod queue;
+pub mod spool;
 
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use governor::clock::{Clock, MonotonicClock};
 use governor::{Quota, RateLimiter};
@@ -17,10 +18,10 @@ use tokio::time::Instant;
 
 pub use client::{Client, ClientError};
 use policy::Verdict;
-use queue::Queue;
+use spool::{Spool, SpoolStats};
 
-use crate::config::Postback;
-use crate::payload::Payload;
+use crate::config::Config;
+use crate::payload::{Payload, unix_secs};
 
 /// A direct (un-keyed) limiter on the std monotonic clock, so no calibration
 /// or timer thread is started.
@@ -31,11 +32,11 @@ pub type Limiter = RateLimiter<
     governor::middleware::NoOpMiddleware<std::time::Instant>,
 >;
 
-/// One attempt per `min_interval`, no burst.
-pub fn limiter(min_interval: Duration) -> Limiter {
+/// `burst` attempts, then one per `min_interval`.
+pub fn limiter(min_interval: Duration, burst: u32) -> Limiter {
     let quota = Quota::with_period(min_interval.max(Duration::from_millis(1)))
         .expect("period is non-zero")
-        .allow_burst(NonZeroU32::MIN);
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
     RateLimiter::direct_with_clock(quota, MonotonicClock)
 }
 
@@ -46,9 +47,9 @@ pub struct Stats {
     pub failed_attempts: u64,
     /// Rejected for good by the receiver (400/413).
     pub rejected: u64,
-    /// Dropped because the queue was full.
-    pub overflowed: u64,
-    /// Still queued when the task ended.
+    /// What the spool's bounds and checks removed.
+    pub spool: SpoolStats,
+    /// Payloads waiting.
     pub queued: usize,
 }
 
@@ -65,23 +66,42 @@ pub struct Status {
 }
 
 /// The delivery task's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub min_interval: Duration,
+    pub burst: u32,
     pub backoff: Duration,
     pub backoff_max: Duration,
-    pub queue_max: usize,
+    pub spool_dir: PathBuf,
+    pub max_bytes: u64,
+    pub max_age: Duration,
 }
 
-impl From<&Postback> for Settings {
-    fn from(p: &Postback) -> Self {
+impl From<&Config> for Settings {
+    fn from(c: &Config) -> Self {
         Settings {
-            min_interval: p.min_interval,
-            backoff: p.backoff,
-            backoff_max: p.backoff_max,
-            queue_max: p.queue_max,
+            min_interval: c.postback.min_interval,
+            burst: c.postback.burst,
+            backoff: c.postback.backoff,
+            backoff_max: c.postback.backoff_max,
+            spool_dir: c.agent.state_dir.join("spool"),
+            max_bytes: c.spool.max_bytes.0,
+            max_age: c.spool.max_age,
         }
     }
+}
+
+/// What the delivery task is sent.
+#[derive(Debug)]
+pub enum Msg {
+    /// A new payload, with the run id that names its spool file.
+    Payload(Payload, Arc<str>),
+    /// New receiver settings (SIGHUP): the spool stays.
+    Reconfigure(Box<Client>, Box<Settings>),
+}
+
+fn now_secs() -> u64 {
+    unix_secs(SystemTime::now())
 }
 
 /// Delivers payloads from `rx` until it closes, publishing to `status`;
@@ -89,22 +109,27 @@ impl From<&Postback> for Settings {
 pub async fn run(
     client: Client,
     settings: Settings,
-    mut rx: mpsc::Receiver<Payload>,
+    mut rx: mpsc::Receiver<Msg>,
     status: Arc<Mutex<Status>>,
 ) -> Stats {
     let mut d = Delivery::new(client, settings, status);
+    d.publish(None);
     loop {
-        let wake = (!d.queue.is_empty()).then(|| d.not_before.max(d.limiter_at));
+        let wake = (!d.spool.is_empty()).then(|| d.not_before.max(d.limiter_at));
         tokio::select! {
             biased;
             msg = rx.recv() => match msg {
-                Some(p) => d.enqueue(p),
+                Some(Msg::Payload(p, run)) => {
+                    d.spool.push(&p, &run, now_secs());
+                    d.publish(None);
+                }
+                Some(Msg::Reconfigure(client, settings)) => d.reconfigure(*client, *settings),
                 None => break,
             },
             () = sleep_until_opt(wake) => d.try_send().await,
         }
     }
-    d.stats.queued = d.queue.len();
+    d.stats.queued = d.spool.len();
     d.stats
 }
 
@@ -120,7 +145,7 @@ struct Delivery {
     client: Client,
     settings: Settings,
     limiter: Limiter,
-    queue: Queue,
+    spool: Spool,
     /// No attempt before this (back-off, Retry-After).
     not_before: Instant,
     /// When the limiter said the next cell is free.
@@ -135,8 +160,13 @@ impl Delivery {
         Delivery {
             status,
             client,
-            limiter: limiter(settings.min_interval),
-            queue: Queue::new(settings.queue_max),
+            limiter: limiter(settings.min_interval, settings.burst),
+            spool: Spool::open(
+                &settings.spool_dir,
+                settings.max_bytes,
+                settings.max_age,
+                now_secs(),
+            ),
             settings,
             not_before: now,
             limiter_at: now,
@@ -145,35 +175,33 @@ impl Delivery {
         }
     }
 
-    fn enqueue(&mut self, p: Payload) {
-        let dropped = self.queue.push(p);
-        self.count_overflow(dropped);
+    fn reconfigure(&mut self, client: Client, settings: Settings) {
+        if (settings.min_interval, settings.burst) != (self.settings.min_interval, self.settings.burst) {
+            self.limiter = limiter(settings.min_interval, settings.burst);
+            self.limiter_at = Instant::now();
+        }
+        self.spool
+            .set_bounds(settings.max_bytes, settings.max_age, now_secs());
+        self.client = client;
+        self.settings = settings;
+        self.errors = 0;
+        self.not_before = Instant::now();
         self.publish(None);
+        tracing::info!(queued = self.spool.len(), "postback settings reloaded");
     }
 
     /// Publishes the counters, and the outcome of an attempt if there was one.
     fn publish(&mut self, attempt: Option<(&'static str, Option<u16>)>) {
-        self.stats.queued = self.queue.len();
+        self.stats.queued = self.spool.len();
+        self.stats.spool = self.spool.stats;
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((outcome, status)) = attempt {
-            s.last_attempt_ms = Some(crate::timefmt::to_millis(std::time::SystemTime::now()));
+            s.last_attempt_ms = Some(crate::timefmt::to_millis(SystemTime::now()));
             s.last_outcome = Some(outcome);
             s.last_status = status;
         }
         s.stats = self.stats;
-        s.oldest_queued_ms = self.queue.oldest_time().map(|t| t * 1000);
-    }
-
-    fn count_overflow(&mut self, dropped: usize) {
-        if dropped > 0 {
-            self.stats.overflowed += dropped as u64;
-            tracing::warn!(
-                dropped,
-                total_dropped = self.stats.overflowed,
-                queue_max = self.settings.queue_max,
-                "postback queue full: oldest payloads dropped"
-            );
-        }
+        s.oldest_queued_ms = self.spool.oldest_time().map(|t| t * 1000);
     }
 
     /// One slot: asks the limiter, then sends the next payload.
@@ -183,7 +211,9 @@ impl Delivery {
             self.limiter_at = Instant::now() + wait;
             return;
         }
-        let Some(p) = self.queue.pop() else { return };
+        let Some((item, p)) = self.spool.pop(now_secs()) else {
+            return;
+        };
         let attempt = self.client.post(&p).await;
         let status = attempt.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
         let outcome = match attempt.verdict {
@@ -195,7 +225,8 @@ impl Delivery {
         };
         match attempt.verdict {
             Verdict::Delivered => {
-                let queued = self.queue.len();
+                self.spool.ack(&item);
+                let queued = self.spool.len();
                 if self.errors > 0 {
                     tracing::info!(
                         seq = p.seq,
@@ -212,6 +243,7 @@ impl Delivery {
                 self.stats.delivered += 1;
             }
             Verdict::Rejected => {
+                self.spool.ack(&item);
                 self.errors = 0;
                 self.stats.rejected += 1;
                 tracing::error!(
@@ -222,12 +254,12 @@ impl Delivery {
                     "receiver rejected the payload for good; dropped"
                 );
             }
-            verdict => self.retry_later(p, verdict, &status, &attempt.detail),
+            verdict => self.retry_later(item, p, verdict, &status, &attempt.detail),
         }
         self.publish(Some((outcome, attempt.status)));
     }
 
-    fn retry_later(&mut self, p: Payload, verdict: Verdict, status: &str, detail: &str) {
+    fn retry_later(&mut self, item: spool::Item, p: Payload, verdict: Verdict, status: &str, detail: &str) {
         self.errors = self.errors.saturating_add(1);
         self.stats.failed_attempts += 1;
         let backoff = crate::retry::linear(self.errors, self.settings.backoff, self.settings.backoff_max);
@@ -237,20 +269,27 @@ impl Delivery {
         };
         self.not_before = Instant::now() + wait;
         let seq = p.seq;
-        let dropped = self.queue.requeue(p);
-        self.count_overflow(dropped);
-        let queued = self.queue.len();
+        self.spool.requeue(item, p, now_secs());
+        let queued = self.spool.len();
+        let oldest_age_s = self.spool.oldest_time().map(|t| now_secs().saturating_sub(t));
         let retry_in = format!("{:.1}s", wait.as_secs_f64());
         match verdict {
             Verdict::Unauthorized => tracing::error!(
-                seq, status, queued, retry_in, response = %detail,
+                seq, status, queued, ?oldest_age_s, retry_in, response = %detail,
                 "receiver refused the credentials: check postback.token (or token_file, HOSTBEAT_POSTBACK_TOKEN), postback.agent_key and postback.forwarded_host"
             ),
             Verdict::Throttled(_) => {
-                tracing::warn!(seq, status, queued, retry_in, "receiver asked to slow down (429)")
+                tracing::warn!(
+                    seq,
+                    status,
+                    queued,
+                    ?oldest_age_s,
+                    retry_in,
+                    "receiver asked to slow down (429)"
+                )
             }
             _ => {
-                tracing::warn!(seq, status, queued, retry_in, error = %detail, "postback failed; will retry")
+                tracing::warn!(seq, status, queued, ?oldest_age_s, retry_in, error = %detail, "postback failed; will retry")
             }
         }
     }

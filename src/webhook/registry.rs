@@ -133,28 +133,76 @@ impl Registry {
     /// delivery task for each (on the current runtime).
     pub fn start(config: &[DestinationSpec], state_dir: &Path, client: reqwest::Client, host: &str) -> Self {
         let mut r = Registry::empty(state_dir, host);
-        r.client = Some(client);
+        r.reload(config, client, host);
+        r
+    }
+
+    /// Applies the TOML destinations (SIGHUP): changed ones are updated in
+    /// place (their queues kept), removed ones deleted, new ones started.
+    /// The first call also loads the API-created destinations.
+    pub fn reload(&mut self, config: &[DestinationSpec], client: reqwest::Client, host: &str) {
+        self.host = host.to_owned();
+        let first = self.client.is_none();
+        self.client = Some(client);
+        let mut wanted = Vec::new();
         for spec in config {
             let name = spec.name.clone().unwrap_or_default();
             match Destination::from_spec(spec, &name) {
-                Ok(dest) => r.add(config_id(&name), Origin::Config, 0, spec.clone(), dest),
+                Ok(dest) => wanted.push((config_id(&name), spec.clone(), dest)),
                 Err(v) => tracing::error!(webhook = %name, "skipped invalid destination: {v:?}"),
             }
         }
-        let stored: Vec<Stored> = store::load_json(r.api_file.path()).unwrap_or_default();
+        let gone: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|e| e.origin == Origin::Config && !wanted.iter().any(|(id, ..)| *id == e.id))
+            .map(|e| e.id.clone())
+            .collect();
+        for id in gone {
+            let pos = self
+                .entries
+                .iter()
+                .position(|e| e.id == id)
+                .expect("listed above");
+            let e = self.entries.remove(pos);
+            let _ = e.tx.send(Cmd::Delete);
+            tracing::info!(webhook = %e.dest.name, "destination removed from the configuration");
+        }
+        for (id, spec, dest) in wanted {
+            match self.entries.iter_mut().find(|e| e.id == id) {
+                Some(e) if e.spec != spec => {
+                    let key = dest
+                        .secret
+                        .as_ref()
+                        .and_then(|s| sign::decode_secret(s.expose()).ok())
+                        .unwrap_or_else(|| e.key.clone());
+                    let _ = e.tx.send(Cmd::Update(Box::new(dest.clone()), key.clone()));
+                    (e.spec, e.dest, e.key) = (spec, dest, key);
+                }
+                Some(_) => {}
+                None => self.add(id, Origin::Config, 0, spec, dest),
+            }
+        }
+        if first {
+            self.load_stored();
+        }
+    }
+
+    /// Starts the API-created destinations kept in `destinations.json`.
+    fn load_stored(&mut self) {
+        let stored: Vec<Stored> = store::load_json(self.api_file.path()).unwrap_or_default();
         for s in stored {
             let spec = serde_json::from_value::<DestinationSpec>(s.spec);
             match spec.map_err(|e| vec![("spec", e.to_string())]).and_then(|spec| {
                 let dest = Destination::from_spec(&spec, &s.id)?;
                 Ok((spec, dest))
             }) {
-                Ok((spec, dest)) => r.add(s.id, Origin::Api, s.created_ms, spec, dest),
+                Ok((spec, dest)) => self.add(s.id, Origin::Api, s.created_ms, spec, dest),
                 Err(v) => {
                     tracing::error!(id = %s.id, "skipped a stored destination that no longer validates: {v:?}")
                 }
             }
         }
-        r
     }
 
     /// Starts the task of a destination and records it.
