@@ -140,6 +140,9 @@ impl Agent {
             sampler,
         };
         agent.apply_postback()?;
+        if agent.postback.is_none() {
+            tracing::info!("no postback.url configured: printing payloads to stdout");
+        }
         if let Some(api) = agent.config.api.clone() {
             agent.api = Some(start_api(&agent.shared, &api).await?);
         }
@@ -161,8 +164,6 @@ impl Agent {
         let Some(url) = url else {
             if self.postback.take().is_some() {
                 tracing::info!("postback.url removed: payloads go to stdout; the spool waits for a receiver");
-            } else {
-                tracing::info!("no postback.url configured: printing payloads to stdout");
             }
             return Ok(());
         };
