@@ -1,6 +1,31 @@
-//! Retry timing shared by the postback and webhook deliveries.
+//! Retry timing and rate limiting shared by the postback, the webhook
+//! deliveries and the management API.
 
 use std::time::{Duration, SystemTime};
+
+use governor::clock::{Clock, MonotonicClock};
+use governor::{Quota, RateLimiter};
+
+/// A direct (un-keyed) `governor` limiter on the std monotonic clock, so no
+/// calibration or timer thread is started, and wall-clock jumps do not matter.
+pub type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    MonotonicClock,
+    governor::middleware::NoOpMiddleware<std::time::Instant>,
+>;
+
+/// A limiter for `quota`.
+pub fn limiter(quota: Quota) -> Limiter {
+    RateLimiter::direct_with_clock(quota, MonotonicClock)
+}
+
+/// `Ok` when the limiter has a cell now, else how long until it will.
+pub fn check(limiter: &Limiter) -> Result<(), Duration> {
+    limiter
+        .check()
+        .map_err(|not_until| not_until.wait_time_from(MonotonicClock.now()))
+}
 
 /// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3).
 /// A date in the past means "now"; unparseable values are ignored.

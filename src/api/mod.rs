@@ -15,12 +15,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use governor::clock::{Clock, MonotonicClock};
-use governor::{Quota, RateLimiter};
+use governor::Quota;
 use serde_json::{Value, json};
 
 use crate::config::Api;
 use crate::daemon::Shared;
+use crate::retry::Limiter;
 use crate::secret::{MASK, Secret};
 use crate::timefmt::{from_millis, rfc3339};
 use crate::webhook::registry::{Entry, Origin, RegistryError};
@@ -38,13 +38,6 @@ const PREFIXES: [&str; 2] = [
     "/accounts/{account_id}/alerting/v3/destinations/webhooks",
 ];
 
-type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    MonotonicClock,
-    governor::middleware::NoOpMiddleware<std::time::Instant>,
->;
-
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -61,10 +54,7 @@ impl ApiState {
         ApiState {
             shared,
             token: api.token.clone().unwrap_or_default(),
-            limiter: Arc::new(RateLimiter::direct_with_clock(
-                Quota::per_second(rate).allow_burst(burst),
-                MonotonicClock,
-            )),
+            limiter: Arc::new(crate::retry::limiter(Quota::per_second(rate).allow_burst(burst))),
         }
     }
 }
@@ -133,10 +123,9 @@ fn fail_all(status: StatusCode, messages: &[String]) -> Response {
 
 /// 429 with `Retry-After` when the API's own quota is spent.
 async fn rate_limit(State(s): State<ApiState>, req: Request, next: Next) -> Response {
-    match s.limiter.check() {
+    match crate::retry::check(&s.limiter) {
         Ok(()) => next.run(req).await,
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(MonotonicClock.now());
+        Err(wait) => {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut resp = fail(StatusCode::TOO_MANY_REQUESTS, "too many requests: slow down");
             resp.headers_mut()

@@ -11,8 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use governor::clock::{Clock, MonotonicClock};
-use governor::{Quota, RateLimiter};
+use governor::Quota;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -22,22 +21,14 @@ use spool::{Spool, SpoolStats};
 
 use crate::config::Config;
 use crate::payload::{Payload, unix_secs};
-
-/// A direct (un-keyed) limiter on the std monotonic clock, so no calibration
-/// or timer thread is started.
-pub type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    MonotonicClock,
-    governor::middleware::NoOpMiddleware<std::time::Instant>,
->;
+use crate::retry::Limiter;
 
 /// `burst` attempts, then one per `min_interval`.
 pub fn limiter(min_interval: Duration, burst: u32) -> Limiter {
     let quota = Quota::with_period(min_interval.max(Duration::from_millis(1)))
         .expect("period is non-zero")
         .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
-    RateLimiter::direct_with_clock(quota, MonotonicClock)
+    crate::retry::limiter(quota)
 }
 
 /// Counters of the delivery task.
@@ -206,8 +197,7 @@ impl Delivery {
 
     /// One slot: asks the limiter, then sends the next payload.
     async fn try_send(&mut self) {
-        if let Err(not_until) = self.limiter.check() {
-            let wait = not_until.wait_time_from(MonotonicClock.now());
+        if let Err(wait) = crate::retry::check(&self.limiter) {
             self.limiter_at = Instant::now() + wait;
             return;
         }

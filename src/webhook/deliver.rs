@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use governor::clock::{Clock, MonotonicClock};
-use governor::{Quota, RateLimiter};
+use governor::Quota;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -18,6 +17,7 @@ use tokio::time::Instant;
 
 use super::{Auth, Destination, Message, format, sign};
 use crate::http::{describe, truncate};
+use crate::retry::Limiter;
 use crate::store::StateFile;
 use crate::timefmt::to_millis;
 
@@ -183,13 +183,6 @@ pub fn job(m: &Message, dest: &Destination) -> Job {
     }
 }
 
-type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    MonotonicClock,
-    governor::middleware::NoOpMiddleware<std::time::Instant>,
->;
-
 /// What a destination task is told.
 #[derive(Debug)]
 pub enum Cmd {
@@ -213,7 +206,7 @@ pub struct DestStatus {
 
 fn limiter(per_minute: u32) -> Limiter {
     let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct_with_clock(Quota::per_minute(per_minute), MonotonicClock)
+    crate::retry::limiter(Quota::per_minute(per_minute))
 }
 
 /// Starts the delivery task of one destination on the current runtime.
@@ -324,8 +317,8 @@ impl Worker {
                 }
                 () = tokio::time::sleep_until(self.not_before) => {}
             }
-            if let Err(not_until) = self.limiter.check() {
-                self.not_before = Instant::now() + not_until.wait_time_from(MonotonicClock.now());
+            if let Err(wait) = crate::retry::check(&self.limiter) {
+                self.not_before = Instant::now() + wait;
                 continue;
             }
             self.send_head().await;
