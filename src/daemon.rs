@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -126,6 +127,7 @@ impl Agent {
             Collector::new(ProcFs::from_env()),
             payloads,
             config.agent.interval,
+            sd_notify::watchdog_enabled(),
             ticks,
         )
         .map_err(DaemonError::Sampler)?;
@@ -301,6 +303,13 @@ impl Agent {
     }
 }
 
+/// Tells systemd (when it started us with `NOTIFY_SOCKET`) where we are.
+fn notify(state: NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!("sd_notify failed: {e}");
+    }
+}
+
 fn new_http() -> Result<reqwest::Client, DaemonError> {
     crate::http::client().map_err(|e| DaemonError::Http(crate::http::describe(e)))
 }
@@ -328,6 +337,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), DaemonError>
     let (tick_tx, mut ticks) = mpsc::channel::<Tick>(8);
     let mut agent = Agent::start(config, tick_tx).await?;
     tracing::info!(version = crate::payload::VERSION, interval = ?agent.config.agent.interval, "hostbeat started");
+    notify(NotifyState::Ready);
     loop {
         tokio::select! {
             tick = ticks.recv() => match tick {
@@ -338,10 +348,13 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), DaemonError>
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
+                notify(NotifyState::Reloading);
                 agent.reload(path.as_deref()).await;
+                notify(NotifyState::Ready);
             }
         }
     }
+    notify(NotifyState::Stopping);
     agent.shutdown().await;
     tracing::info!("hostbeat stopped");
     Ok(())

@@ -57,11 +57,14 @@ pub struct Sampler {
 
 impl Sampler {
     /// Starts sampling every `interval`, the first tick [`WARMUP`] (or
-    /// `interval`, if shorter) after a priming sample.
+    /// `interval`, if shorter) after a priming sample. With a systemd
+    /// `watchdog` period, this loop itself pings at half of it, so a stuck
+    /// sampler gets the service restarted.
     pub fn spawn(
         mut collector: Collector,
         mut builder: Builder,
         mut interval: Duration,
+        watchdog: Option<Duration>,
         tx: mpsc::Sender<Tick>,
     ) -> std::io::Result<Self> {
         let (control, orders) = std_mpsc::channel();
@@ -72,9 +75,23 @@ impl Sampler {
                 collector.sample();
                 let mut warmup = WARMUP.min(interval);
                 let mut k = 0;
+                let ping_every = watchdog.map(|w| w / 2);
+                let mut next_ping = Instant::now();
                 loop {
-                    let wait = deadline(start, warmup, interval, k).saturating_duration_since(Instant::now());
-                    match orders.recv_timeout(wait) {
+                    let due = deadline(start, warmup, interval, k);
+                    if let Some(every) = ping_every
+                        && Instant::now() >= next_ping
+                    {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                        next_ping = Instant::now() + every;
+                    }
+                    let wake = if ping_every.is_some() {
+                        due.min(next_ping)
+                    } else {
+                        due
+                    };
+                    match orders.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+                        Err(std_mpsc::RecvTimeoutError::Timeout) if Instant::now() < due => continue,
                         Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                         Ok(Control::Reconfigure {
                             interval: new,
