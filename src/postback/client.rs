@@ -30,7 +30,7 @@ pub struct Attempt {
 }
 
 /// Posts payloads to the configured receiver.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     /// The URL with the token in its query: never logged.

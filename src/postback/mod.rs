@@ -105,8 +105,11 @@ pub async fn run(
 ) -> Stats {
     let mut d = Delivery::new(client, settings, status);
     d.publish(None);
+    // The POST in flight runs beside the mailbox, so a payload built
+    // meanwhile reaches the spool at once, however slow the receiver.
+    let mut in_flight: Option<(spool::Item, Payload, Pending)> = None;
     loop {
-        let wake = (!d.spool.is_empty()).then(|| d.not_before.max(d.limiter_at));
+        let wake = (in_flight.is_none() && !d.spool.is_empty()).then(|| d.not_before.max(d.limiter_at));
         tokio::select! {
             biased;
             msg = rx.recv() => match msg {
@@ -117,11 +120,33 @@ pub async fn run(
                 Some(Msg::Reconfigure(client, settings)) => d.reconfigure(*client, *settings),
                 None => break,
             },
-            () = sleep_until_opt(wake) => d.try_send().await,
+            attempt = wait_for(&mut in_flight) => {
+                let (item, p, _) = in_flight.take().expect("an attempt was in flight");
+                d.finish(item, p, attempt);
+            }
+            () = sleep_until_opt(wake) => {
+                if let Some((item, p)) = d.next() {
+                    let client = d.client.clone();
+                    let body = p.clone();
+                    in_flight = Some((item, p, Box::pin(async move { client.post(&body).await })));
+                }
+            }
         }
     }
+    // Whatever was in flight stays in the spool for the next run.
     d.stats.queued = d.spool.len();
     d.stats
+}
+
+/// An attempt under way.
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = client::Attempt> + Send>>;
+
+/// The outcome of the attempt in flight; never ready when there is none.
+async fn wait_for(in_flight: &mut Option<(spool::Item, Payload, Pending)>) -> client::Attempt {
+    match in_flight {
+        Some((_, _, pending)) => pending.await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -168,15 +193,18 @@ impl Delivery {
 
     fn reconfigure(&mut self, client: Client, settings: Settings) {
         if (settings.min_interval, settings.burst) != (self.settings.min_interval, self.settings.burst) {
+            // A fresh limiter would allow a POST at once: spend its first
+            // cell, so the next attempt keeps at least the new spacing.
             self.limiter = limiter(settings.min_interval, settings.burst);
-            self.limiter_at = Instant::now();
+            for _ in 0..settings.burst {
+                let _ = crate::retry::check(&self.limiter);
+            }
+            self.limiter_at = Instant::now() + settings.min_interval;
         }
         self.spool
             .set_bounds(settings.max_bytes, settings.max_age, now_secs());
         self.client = client;
         self.settings = settings;
-        self.errors = 0;
-        self.not_before = Instant::now();
         self.publish(None);
         tracing::info!(queued = self.spool.len(), "postback settings reloaded");
     }
@@ -195,16 +223,17 @@ impl Delivery {
         s.oldest_queued_ms = self.spool.oldest_time().map(|t| t * 1000);
     }
 
-    /// One slot: asks the limiter, then sends the next payload.
-    async fn try_send(&mut self) {
+    /// One slot: asks the limiter, then takes the next payload to send.
+    fn next(&mut self) -> Option<(spool::Item, Payload)> {
         if let Err(wait) = crate::retry::check(&self.limiter) {
             self.limiter_at = Instant::now() + wait;
-            return;
+            return None;
         }
-        let Some((item, p)) = self.spool.pop(now_secs()) else {
-            return;
-        };
-        let attempt = self.client.post(&p).await;
+        self.spool.pop(now_secs())
+    }
+
+    /// Acts on the outcome of one attempt.
+    fn finish(&mut self, item: spool::Item, p: Payload, attempt: client::Attempt) {
         let status = attempt.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
         let outcome = match attempt.verdict {
             Verdict::Delivered => "delivered",

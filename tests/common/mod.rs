@@ -212,6 +212,35 @@ impl Request {
         v["hostbeat"]["seq"].as_u64()
     }
 
+    /// `hostbeat.run` (the daemon run's id) from the payload. Panics if missing.
+    pub fn run(&self) -> String {
+        self.try_run()
+            .unwrap_or_else(|| panic!("payload has no hostbeat.run: {}", self.describe()))
+    }
+
+    /// `hostbeat.run` if the body is a parseable payload.
+    pub fn try_run(&self) -> Option<String> {
+        let bytes = self.form_bytes("payload")?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        v["hostbeat"]["run"].as_str().map(str::to_owned)
+    }
+
+    /// `(hostbeat.run, hostbeat.seq)`, the identity of a payload, if the
+    /// body is a parseable payload.
+    pub fn try_id(&self) -> Option<(String, u64)> {
+        let bytes = self.form_bytes("payload")?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        Some((
+            v["hostbeat"]["run"].as_str()?.to_owned(),
+            v["hostbeat"]["seq"].as_u64()?,
+        ))
+    }
+
+    /// Whether the receiver answered with a 2xx status.
+    pub fn is_2xx(&self) -> bool {
+        (200..300).contains(&self.status_sent)
+    }
+
     /// A one-line summary for assertion messages.
     pub fn describe(&self) -> String {
         format!(
@@ -840,7 +869,7 @@ pub fn hostbeat_command() -> Command {
 
 type Buffer = Arc<Mutex<Vec<u8>>>;
 
-fn drain(mut from: impl Read + Send + 'static, into: Buffer) {
+fn drain(mut from: impl Read + Send + 'static, into: Buffer, eof: Arc<AtomicBool>) {
     thread::spawn(move || {
         let mut chunk = [0u8; 8192];
         loop {
@@ -852,6 +881,7 @@ fn drain(mut from: impl Read + Send + 'static, into: Buffer) {
                     .extend_from_slice(&chunk[..n]),
             }
         }
+        eof.store(true, Ordering::SeqCst);
     });
 }
 
@@ -861,6 +891,9 @@ pub struct Daemon {
     started: Instant,
     stdout: Buffer,
     stderr: Buffer,
+    /// Set once the stderr pipe reached EOF (the process and its children
+    /// closed it): everything it wrote is then in `stderr`.
+    stderr_eof: Arc<AtomicBool>,
     config_path: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -908,13 +941,23 @@ impl Daemon {
         let mut child = cmd.spawn().expect("spawn hostbeat");
         let stdout: Buffer = Arc::default();
         let stderr: Buffer = Arc::default();
-        drain(child.stdout.take().expect("stdout piped"), Arc::clone(&stdout));
-        drain(child.stderr.take().expect("stderr piped"), Arc::clone(&stderr));
+        let stderr_eof = Arc::new(AtomicBool::new(false));
+        drain(
+            child.stdout.take().expect("stdout piped"),
+            Arc::clone(&stdout),
+            Arc::new(AtomicBool::new(false)),
+        );
+        drain(
+            child.stderr.take().expect("stderr piped"),
+            Arc::clone(&stderr),
+            Arc::clone(&stderr_eof),
+        );
         Daemon {
             child,
             started,
             stdout,
             stderr,
+            stderr_eof,
             config_path,
             _dir: dir,
         }
@@ -1022,6 +1065,67 @@ impl Daemon {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl Daemon {
+    /// Sends signal `sig` (e.g. `libc::SIGHUP`) to the running daemon.
+    /// Panics if it has already exited.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        self.assert_running();
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: plain kill(2) on our own, not yet reaped, child's pid.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed: {}", io::Error::last_os_error());
+    }
+
+    /// Sends SIGHUP (reload the configuration file).
+    pub fn hup(&mut self) {
+        self.signal(libc::SIGHUP);
+    }
+
+    /// Waits for `management API listening … addr=127.0.0.1:PORT` in the log
+    /// and returns that (loopback) address. Panics after `timeout`.
+    pub fn wait_api_addr(&self, timeout: Duration) -> SocketAddr {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let err = self.stderr();
+            let found = err
+                .lines()
+                .filter(|l| l.contains("management API listening"))
+                .find_map(|l| {
+                    let rest = &l[l.find("addr=")? + 5..];
+                    let v: String = rest
+                        .trim_start_matches('"')
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
+                        .collect();
+                    v.parse::<SocketAddr>().ok()
+                });
+            if let Some(addr) = found {
+                assert!(addr.ip().is_loopback(), "the API listens on {addr}, not loopback");
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `management API listening … addr=…` line within {timeout:?}; stderr:\n{err}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// After the process exited: waits (at most `timeout`) until its stderr
+    /// pipe reached EOF, so [`Daemon::stderr`] holds everything it wrote.
+    /// Returns whether EOF was seen.
+    pub fn wait_stderr_eof(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr_eof.load(Ordering::SeqCst) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 }
 
