@@ -14,6 +14,13 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked 2>&1 | tee "$log"
 
+echo "== packages (.deb, .rpm, systemd unit)"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    ./scripts/test-packages.sh 2>&1 | tee -a "$log"
+else
+    echo "skipped: the package tests need root on a Debian-like machine (CI has both)"
+fi
+
 # One closing line over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
      END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"

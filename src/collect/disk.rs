@@ -52,16 +52,26 @@ const SKIPPED_FS: &[&str] = &[
     "9p",
 ];
 
-/// Parses a mount table (`/proc/self/mounts`), keeping real filesystems once
-/// per mount point (the last mount on a point is the visible one).
-pub fn parse_mounts(text: &str) -> Vec<Mount> {
+/// Parses `/proc/self/mountinfo`, keeping real filesystems once per mount
+/// point (the last mount on a point is the visible one). Mounts of a
+/// subdirectory (root other than `/`) are skipped: they are bind mounts of a
+/// filesystem already listed, such as the ones systemd's sandboxing
+/// (`StateDirectory`, `PrivateTmp`, `ProtectHome`) adds.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     let mut out: Vec<Mount> = Vec::new();
     for line in text.lines() {
-        let mut f = line.split_ascii_whitespace();
-        let (Some(device), Some(mount_point), Some(fs_type)) = (f.next(), f.next(), f.next()) else {
+        let Some((left, right)) = line.split_once(" - ") else {
             continue;
         };
-        if SKIPPED_FS.contains(&fs_type) {
+        let mut l = left.split_ascii_whitespace().skip(3);
+        let (Some(root), Some(mount_point)) = (l.next(), l.next()) else {
+            continue;
+        };
+        let mut r = right.split_ascii_whitespace();
+        let (Some(fs_type), Some(device)) = (r.next(), r.next()) else {
+            continue;
+        };
+        if root != "/" || SKIPPED_FS.contains(&fs_type) {
             continue;
         }
         let mount = Mount {
@@ -183,8 +193,8 @@ pub fn usage(mount: &Mount, st: &FsStats) -> DiskUsage {
 /// cannot be queried (permissions, gone since listing) is skipped; a
 /// zero-sized filesystem is left out.
 pub fn read_usage(procfs: &ProcFs, buf: &mut String) -> Result<Vec<DiskUsage>, CollectError> {
-    procfs.read_into("self/mounts", buf)?;
-    Ok(parse_mounts(buf)
+    procfs.read_into("self/mountinfo", buf)?;
+    Ok(parse_mountinfo(buf)
         .iter()
         .filter_map(|m| {
             let st = statvfs(Path::new(&m.mount_point))
@@ -303,8 +313,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mounts_skip_pseudo_and_unescape() {
-        let m = parse_mounts(include_str!("../../tests/fixtures/proc/self/mounts"));
+    fn mounts_skip_pseudo_binds_and_unescape() {
+        let m = parse_mountinfo(include_str!("../../tests/fixtures/proc/self/mountinfo"));
         let points: Vec<&str> = m.iter().map(|m| m.mount_point.as_str()).collect();
         assert_eq!(points, ["/", "/boot", "/mnt/my disk"]);
         assert_eq!(m[0].fs_type, "ext4");
@@ -313,7 +323,7 @@ mod tests {
 
     #[test]
     fn remount_keeps_the_last() {
-        let m = parse_mounts("/dev/a / ext4 rw 0 0\n/dev/b / xfs rw 0 0\n");
+        let m = parse_mountinfo("1 0 8:1 / / rw - ext4 /dev/a rw\n2 0 8:2 / / rw - xfs /dev/b rw\n");
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].device, "/dev/b");
     }
