@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
 use crate::collect::cpu::CpuUsage;
-use crate::collect::process::{ps_start, ps_time, tty_name};
+use crate::collect::process::{PsStart, PsTime, Tty};
 use crate::collect::{CpuSample, DiskIo, DiskUsage, NetIface, Process, Sample, SystemInfo};
 
 /// The agent's version as sent in `agentVersion` and `User-Agent`.
@@ -152,7 +152,7 @@ struct Document<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     network_traffic: Option<NetTraffic<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    processes: Option<Vec<[String; 11]>>,
+    processes: Option<ProcessRows<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     io_stats: Option<IoStats<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -375,10 +375,7 @@ fn document<'a>(
         }),
         disk_usage: s.disks.as_ref().map(|disks| disks.iter().map(disk_row).collect()),
         network_traffic: s.net.as_deref().map(NetTraffic),
-        processes: s
-            .processes
-            .as_ref()
-            .map(|t| t.processes.iter().map(|p| process_row(p, own.time)).collect()),
+        processes: s.processes.as_ref().map(|t| ProcessRows(&t.processes, own.time)),
         io_stats: s.disk_io.as_deref().map(IoStats),
         cpu_stats: s.cpu.as_ref().filter(|c| c.total.is_some()).map(CpuStats),
         system_stats: system.map(|i| SystemStats {
@@ -419,21 +416,54 @@ fn disk_row(d: &DiskUsage) -> DiskRow<'_> {
     )
 }
 
-/// One `ps auxww` row.
-fn process_row(p: &Process, now: u64) -> [String; 11] {
-    [
-        p.user.to_string(),
-        p.pid.to_string(),
-        format!("{:.1}", p.cpu_pct),
-        format!("{:.1}", p.mem_pct),
-        p.vsz_kb.to_string(),
-        p.rss_kb.to_string(),
-        tty_name(p.tty_nr),
-        p.stat.clone(),
-        ps_start(p.start_time, now),
-        ps_time(p.cpu_time_s),
-        p.command.to_string(),
-    ]
+/// `processes`: one `ps auxww` row per process, every column a string,
+/// written straight into the output (no string per cell).
+struct ProcessRows<'a>(&'a [Process], u64);
+
+/// A value serialised as the string its `Display` writes.
+struct Text<T: std::fmt::Display>(T);
+
+impl<T: std::fmt::Display> Serialize for Text<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl Serialize for ProcessRows<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut rows = s.serialize_seq(Some(self.0.len()))?;
+        for p in self.0 {
+            rows.serialize_element(&ProcessRow(p, self.1))?;
+        }
+        rows.end()
+    }
+}
+
+/// `[USER, PID, %CPU, %MEM, VSZ, RSS, TTY, STAT, START, TIME, COMMAND]`.
+struct ProcessRow<'a>(&'a Process, u64);
+
+impl Serialize for ProcessRow<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let (p, now) = (self.0, self.1);
+        let mut row = s.serialize_tuple(11)?;
+        row.serialize_element(&*p.user)?;
+        row.serialize_element(&Text(p.pid))?;
+        row.serialize_element(&Text(format_args!("{:.1}", p.cpu_pct)))?;
+        row.serialize_element(&Text(format_args!("{:.1}", p.mem_pct)))?;
+        row.serialize_element(&Text(p.vsz_kb))?;
+        row.serialize_element(&Text(p.rss_kb))?;
+        row.serialize_element(&Text(Tty(p.tty_nr)))?;
+        row.serialize_element(&*p.stat)?;
+        row.serialize_element(&Text(PsStart {
+            start: p.start_time,
+            now,
+        }))?;
+        row.serialize_element(&Text(PsTime(p.cpu_time_s)))?;
+        row.serialize_element(&*p.command)?;
+        row.end()
+    }
 }
 
 #[cfg(test)]

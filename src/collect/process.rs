@@ -4,6 +4,7 @@
 //! (keyed by pid, start time and name) instead of on every pass.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -132,37 +133,56 @@ pub fn ps_stat(st: &PidStat) -> String {
 }
 
 /// `ps`'s `TTY`: `pts/N`, `ttyN`, `ttySN`, or `?` without a terminal.
-pub fn tty_name(tty_nr: u32) -> String {
-    let major = (tty_nr >> 8) & 0xfff;
-    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
-    match major {
-        0 => "?".into(),
-        136..=143 => format!("pts/{}", minor + (major - 136) * 256),
-        4 if minor < 64 => format!("tty{minor}"),
-        4 => format!("ttyS{}", minor - 64),
-        _ => "?".into(),
+#[derive(Debug, Clone, Copy)]
+pub struct Tty(pub u32);
+
+impl fmt::Display for Tty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let major = (self.0 >> 8) & 0xfff;
+        let minor = (self.0 & 0xff) | ((self.0 >> 12) & 0xfff00);
+        match major {
+            136..=143 => write!(f, "pts/{}", minor + (major - 136) * 256),
+            4 if minor < 64 => write!(f, "tty{minor}"),
+            4 => write!(f, "ttyS{}", minor - 64),
+            _ => f.write_str("?"),
+        }
     }
 }
 
-/// `ps`'s cumulative `TIME`: `M:SS` with minutes unbounded.
-pub fn ps_time(cpu_time_s: f64) -> String {
-    let s = cpu_time_s.max(0.0) as u64;
-    format!("{}:{:02}", s / 60, s % 60)
+/// `ps`'s cumulative `TIME` of so many CPU seconds: `M:SS`, minutes unbounded.
+#[derive(Debug, Clone, Copy)]
+pub struct PsTime(pub f64);
+
+impl fmt::Display for PsTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.max(0.0) as u64;
+        write!(f, "{}:{:02}", s / 60, s % 60)
+    }
 }
 
-/// `ps`'s `START` (in UTC): `HH:MM` if today, `MonDD` if this year, else the year.
-pub fn ps_start(start: u64, now: u64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (sy, sm, sd) = civil_from_days((start / 86_400) as i64);
-    let (ny, _, _) = civil_from_days((now / 86_400) as i64);
-    if start / 86_400 == now / 86_400 {
-        format!("{:02}:{:02}", start % 86_400 / 3600, start % 3600 / 60)
-    } else if sy == ny {
-        format!("{}{:02}", MONTHS[(sm - 1) as usize], sd)
-    } else {
-        sy.to_string()
+/// `ps`'s `START` (in UTC) of a start time seen at `now` (Unix seconds):
+/// `HH:MM` if today, `MonDD` if this year, else the year.
+#[derive(Debug, Clone, Copy)]
+pub struct PsStart {
+    pub start: u64,
+    pub now: u64,
+}
+
+impl fmt::Display for PsStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let (start, now) = (self.start, self.now);
+        let (sy, sm, sd) = civil_from_days((start / 86_400) as i64);
+        let (ny, _, _) = civil_from_days((now / 86_400) as i64);
+        if start / 86_400 == now / 86_400 {
+            write!(f, "{:02}:{:02}", start % 86_400 / 3600, start % 3600 / 60)
+        } else if sy == ny {
+            write!(f, "{}{:02}", MONTHS[(sm - 1) as usize], sd)
+        } else {
+            write!(f, "{sy}")
+        }
     }
 }
 
@@ -400,7 +420,7 @@ mod tests {
         assert_eq!(st.start_ticks, 5000);
         assert_eq!(st.vsize, 104_857_600);
         assert_eq!(st.rss_pages, 2560);
-        assert_eq!(tty_name(st.tty_nr), "pts/0");
+        assert_eq!(Tty(st.tty_nr).to_string(), "pts/0");
         assert_eq!(ps_stat(&st), "Ssl");
     }
 
@@ -413,12 +433,14 @@ mod tests {
 
     #[test]
     fn ps_columns() {
-        assert_eq!(tty_name(0), "?");
-        assert_eq!(tty_name((4 << 8) | 1), "tty1");
-        assert_eq!(tty_name((4 << 8) | 65), "ttyS1");
-        assert_eq!(tty_name((137 << 8) | 2), "pts/258");
-        assert_eq!(ps_time(0.4), "0:00");
-        assert_eq!(ps_time(3725.0), "62:05");
+        let tty = |n: u32| Tty(n).to_string();
+        assert_eq!(tty(0), "?");
+        assert_eq!(tty((4 << 8) | 1), "tty1");
+        assert_eq!(tty((4 << 8) | 65), "ttyS1");
+        assert_eq!(tty((137 << 8) | 2), "pts/258");
+        assert_eq!(PsTime(0.4).to_string(), "0:00");
+        assert_eq!(PsTime(3725.0).to_string(), "62:05");
+        let ps_start = |start, now| PsStart { start, now }.to_string();
         // 2026-11-25 10:00 UTC = 1795600800
         let now = 1_795_600_800;
         assert_eq!(ps_start(now - 3600, now), "09:00");
