@@ -173,33 +173,9 @@ fn stop(d: &mut Daemon) -> String {
 /// Waits for `management API listening … addr=127.0.0.1:PORT` in the
 /// daemon's log and returns that address.
 fn api_addr(d: &mut Daemon) -> SocketAddr {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let err = d.stderr();
-        if let Some(addr) = err
-            .lines()
-            .filter(|l| l.contains("management API listening"))
-            .find_map(|l| {
-                let rest = &l[l.find("addr=")? + 5..];
-                let v: String = rest
-                    .trim_start_matches('"')
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
-                    .collect();
-                v.parse::<SocketAddr>().ok()
-            })
-        {
-            assert!(addr.ip().is_loopback(), "the API listens on {addr}, not loopback");
-            assert_ne!(addr.port(), 0, "the log shows port 0, not the bound port");
-            return addr;
-        }
-        d.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "no `management API listening … addr=…` line within {PATIENCE:?}; stderr:\n{err}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    let addr = d.wait_api_addr(PATIENCE);
+    assert_ne!(addr.port(), 0, "the log shows port 0, not the bound port");
+    addr
 }
 
 // ---------------------------------------------------------------------------
