@@ -49,6 +49,11 @@ pub struct SpoolConfig {
     /// Payloads older than this are dropped (counted, logged).
     #[serde(deserialize_with = "duration::deserialize")]
     pub max_age: Duration,
+    /// A spooled payload the receiver has not taken this long after it was
+    /// built is flushed to the disk (fsync); `0s` flushes every payload
+    /// before its first attempt.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub grace: Duration,
 }
 
 impl Default for SpoolConfig {
@@ -56,6 +61,7 @@ impl Default for SpoolConfig {
         SpoolConfig {
             max_bytes: ByteSize(64 << 20),
             max_age: Duration::from_secs(24 * 3600),
+            grace: Duration::from_millis(100),
         }
     }
 }
@@ -205,7 +211,8 @@ impl Default for Postback {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
-    /// An `EnvFilter` directive (`info`, `hostbeat=debug` …); `RUST_LOG` wins.
+    /// A log filter in `RUST_LOG` syntax: a level, targets with levels
+    /// (`info`, `warn,hostbeat::postback=debug` …); `RUST_LOG` wins.
     pub level: String,
     pub format: LogFormat,
 }
@@ -513,7 +520,10 @@ pub fn validate(c: &Config) -> Vec<(Vec<String>, String)> {
     if c.spool.max_bytes.0 < 64 * 1024 {
         bad(&["spool", "max_bytes"], "must be at least 64KiB".into());
     }
-    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&c.log.level) {
+    if c.spool.grace > Duration::from_secs(10) {
+        bad(&["spool", "grace"], "must be at most 10s".into());
+    }
+    if let Err(e) = c.log.level.parse::<tracing_subscriber::filter::Targets>() {
         bad(
             &["log", "level"],
             format!("{:?} is not a log filter: {e}", c.log.level),

@@ -267,20 +267,24 @@ fn print_metrics() -> std::io::Result<()> {
 /// tracing to stderr: `RUST_LOG`, else `--log-level`, else `[log] level`.
 /// Plain lines without timestamps under the journal (it stamps them).
 fn init_logging(cli_level: Option<&str>, config: &Config) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let directive = cli_level.unwrap_or(&config.log.level);
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::builder().parse(directive))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .or_else(|| directive.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let builder = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match (config.log.format, journal) {
-        (LogFormat::Json, _) => builder.json().try_init(),
-        (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
-        (LogFormat::Text, false) => builder.try_init(),
+        (LogFormat::Json, _) => registry.with(builder.json()).try_init(),
+        (LogFormat::Text, true) => registry.with(builder.without_time().with_ansi(false)).try_init(),
+        (LogFormat::Text, false) => registry.with(builder).try_init(),
     };
 }

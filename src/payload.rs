@@ -37,14 +37,42 @@ impl Payload {
     }
 
     /// The `application/x-www-form-urlencoded` body: `payload=…&hash=…`.
-    pub fn form_body(&self) -> String {
-        let mut body = String::with_capacity(self.json.len() * 3 / 2 + 48);
-        body.push_str("payload=");
-        body.extend(form_urlencoded::byte_serialize(&self.json));
-        body.push_str("&hash=");
-        body.push_str(&self.md5);
+    pub fn form_body(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.json.len() * 3 / 2 + 48);
+        body.extend_from_slice(b"payload=");
+        form_encode(&self.json, &mut body);
+        body.extend_from_slice(b"&hash=");
+        body.extend_from_slice(self.md5.as_bytes());
         body
     }
+}
+
+/// Appends `bytes` form-urlencoded (the WHATWG `application/x-www-form-urlencoded`
+/// serializer): ASCII letters, digits and `*-._` as they are, space as `+`,
+/// every other byte as `%XX`. Encodes into a stack block, appended when full:
+/// no capacity check per byte.
+fn form_encode(bytes: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut block = [0u8; 1024];
+    let mut n = 0;
+    out.reserve(bytes.len() * 3 / 2);
+    for &b in bytes {
+        if n + 3 > block.len() {
+            out.extend_from_slice(&block[..n]);
+            n = 0;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_') {
+            block[n] = b;
+            n += 1;
+        } else if b == b' ' {
+            block[n] = b'+';
+            n += 1;
+        } else {
+            block[n..n + 3].copy_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+            n += 3;
+        }
+    }
+    out.extend_from_slice(&block[..n]);
 }
 
 /// Lowercase hex MD5.
@@ -455,7 +483,7 @@ impl Serialize for ProcessRow<'_> {
         row.serialize_element(&Text(p.vsz_kb))?;
         row.serialize_element(&Text(p.rss_kb))?;
         row.serialize_element(&Text(Tty(p.tty_nr)))?;
-        row.serialize_element(&*p.stat)?;
+        row.serialize_element(p.stat.as_str())?;
         row.serialize_element(&Text(PsStart {
             start: p.start_time,
             now,
@@ -510,10 +538,22 @@ mod tests {
         assert_eq!(p.md5, md5_hex(&p.json));
         // the form body carries the same bytes, URL-encoded
         let body = p.form_body();
-        let fields: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+        let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
         assert_eq!(fields[0].0, "payload");
         assert_eq!(fields[0].1.as_bytes(), &p.json[..]);
         assert_eq!(fields[1], ("hash".to_string(), p.md5.clone()));
+    }
+
+    #[test]
+    fn form_encoding_matches_the_whatwg_serializer() {
+        let every_byte: Vec<u8> = (0..=255).collect();
+        let mut ours = Vec::new();
+        form_encode(&every_byte, &mut ours);
+        let reference: String = form_urlencoded::byte_serialize(&every_byte).collect();
+        assert_eq!(String::from_utf8(ours).unwrap(), reference);
+        let mut empty = Vec::new();
+        form_encode(b"", &mut empty);
+        assert!(empty.is_empty());
     }
 
     #[test]

@@ -23,24 +23,60 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-/// Replaces `path` with `bytes` atomically (mode 0600: state may hold secrets).
+/// Replaces `path` with `bytes` atomically and durably (mode 0600: state may
+/// hold secrets): a power cut leaves the old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_file(path, bytes, true)
+}
+
+/// Replaces `path` with `bytes` atomically but without waiting for the disk:
+/// the new content survives a crash of the agent at once, and a power cut
+/// once [`sync`] returned. Until then a power cut may leave the old content,
+/// or a short file that readers must detect.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_file(path, bytes, false)
+}
+
+/// Makes a file written by [`write_unsynced`] durable: fsync of the file,
+/// then of its directory.
+pub fn sync(path: &Path) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .map_err(io(path))
+}
+
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
+    let open = |tmp: &Path| {
+        std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&tmp)?;
+            .open(tmp)
+    };
+    let result = (|| {
+        let mut f = match open(&tmp) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                open(&tmp)?
+            }
+            other => other?,
+        };
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        if durable {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -135,6 +171,16 @@ mod tests {
         assert_eq!(mode, 0o600);
         let leftovers: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn unsynced_write_then_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("new/spooled.json");
+        write_unsynced(&p, b"[1]").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"[1]");
+        sync(&p).unwrap();
+        assert!(sync(&dir.path().join("missing.json")).is_err());
     }
 
     #[test]

@@ -76,17 +76,32 @@ impl ProcFs {
     }
 }
 
-/// Reads a whole file into a reused buffer.
+/// The largest `/proc` file read; more is an error, not an allocation spiral.
+const MAX_FILE: u64 = 16 << 20;
+
+/// Reads a whole file into a reused buffer with plain `read` calls, without
+/// the size probe and seek of `read_to_string` (`/proc` files report size 0).
+/// Bytes that are not UTF-8 (a process may name itself anything) are
+/// replaced, never fatal.
 pub(crate) fn read_file_into(path: &Path, buf: &mut String) -> Result<(), CollectError> {
     use std::io::Read;
-    buf.clear();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(buf))
-        .map(drop)
-        .map_err(|source| CollectError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+    let io_err = |source| CollectError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let mut bytes = std::mem::take(buf).into_bytes();
+    bytes.clear();
+    let read = file.take(MAX_FILE).read_to_end(&mut bytes);
+    *buf = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    match read {
+        Ok(_) if buf.len() as u64 >= MAX_FILE => Err(io_err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            "larger than 16 MiB",
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(io_err(e)),
+    }
 }
 
 /// The increase of a kernel counter between two readings.

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,12 +18,14 @@ use crate::timefmt::civil_from_days;
 /// The kernel-thread flag in `/proc/PID/stat` (`PF_KTHREAD`).
 const PF_KTHREAD: u64 = 0x0020_0000;
 
-/// The fields of `/proc/PID/stat` hostbeat uses.
+/// The fields of `/proc/PID/stat` hostbeat uses, borrowing the command
+/// name from the text they were parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PidStat {
+pub struct PidStat<'a> {
     pub pid: u32,
-    pub comm: String,
-    pub state: char,
+    pub comm: &'a str,
+    /// State letter (`R`, `S`, `D`, `Z`, `T` …).
+    pub state: u8,
     pub pgrp: i64,
     pub session: i64,
     pub tty_nr: u32,
@@ -40,7 +44,7 @@ pub struct PidStat {
 
 /// Parses `/proc/PID/stat`. The command name sits in parentheses and may
 /// itself hold spaces and parentheses, so fields are counted from the last `)`.
-pub fn parse_pid_stat(text: &str) -> Result<PidStat, CollectError> {
+pub fn parse_pid_stat(text: &str) -> Result<PidStat<'_>, CollectError> {
     let bad = |what: &str| CollectError::parse("PID/stat", format!("{what} in {:?}", text.trim()));
     let open = text.find('(').ok_or_else(|| bad("no command name"))?;
     let close = text.rfind(')').ok_or_else(|| bad("no command name"))?;
@@ -48,17 +52,21 @@ pub fn parse_pid_stat(text: &str) -> Result<PidStat, CollectError> {
         return Err(bad("no command name"));
     }
     let pid = text[..open].trim().parse().map_err(|_| bad("bad pid"))?;
-    let comm = text[open + 1..close].to_owned();
-    let f: Vec<&str> = text[close + 1..].split_ascii_whitespace().collect();
-    if f.len() < 22 {
-        return Err(bad("too few fields"));
+    let mut f = [""; 22];
+    let mut fields = text[close + 1..].split_ascii_whitespace();
+    for slot in &mut f {
+        *slot = fields.next().ok_or_else(|| bad("too few fields"))?;
     }
     let u = |i: usize| f[i].parse::<u64>().map_err(|_| bad("bad number"));
     let i = |i: usize| f[i].parse::<i64>().map_err(|_| bad("bad number"));
+    let state = match f[0].as_bytes() {
+        [c] if c.is_ascii_alphabetic() => *c,
+        _ => return Err(bad("bad state")),
+    };
     Ok(PidStat {
         pid,
-        comm,
-        state: f[0].chars().next().ok_or_else(|| bad("no state"))?,
+        comm: &text[open + 1..close],
+        state,
         pgrp: i(2)?,
         session: i(3)?,
         // tty_nr is a dev_t printed as a signed int
@@ -81,7 +89,7 @@ pub struct Process {
     pub pid: u32,
     pub user: Arc<str>,
     /// `STAT` column: state letter and flags (`Ss`, `R+`, `SN`, `Sl` …).
-    pub stat: String,
+    pub stat: PsStat,
     pub tty_nr: u32,
     /// Start time, Unix seconds.
     pub start_time: u64,
@@ -111,25 +119,75 @@ pub struct ProcessTable {
 }
 
 /// `ps`'s `STAT`: state, then `<`/`N` (priority), `s` (session leader),
-/// `l` (multi-threaded), `+` (foreground process group).
-pub fn ps_stat(st: &PidStat) -> String {
-    let mut s = String::with_capacity(5);
-    s.push(st.state);
-    if st.nice < 0 {
-        s.push('<');
-    } else if st.nice > 0 {
-        s.push('N');
+/// `l` (multi-threaded), `+` (foreground process group). At most five ASCII
+/// bytes, kept inline: no allocation per process and sample.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PsStat {
+    bytes: [u8; 5],
+    len: u8,
+}
+
+impl PsStat {
+    /// The `STAT` of a process.
+    pub fn of(st: &PidStat) -> Self {
+        let mut s = PsStat {
+            bytes: [0; 5],
+            len: 0,
+        };
+        let mut push = |b: u8| {
+            s.bytes[usize::from(s.len)] = b;
+            s.len += 1;
+        };
+        push(st.state);
+        if st.nice < 0 {
+            push(b'<');
+        } else if st.nice > 0 {
+            push(b'N');
+        }
+        if st.session == i64::from(st.pid) {
+            push(b's');
+        }
+        if st.threads > 1 {
+            push(b'l');
+        }
+        if st.tpgid >= 0 && st.tpgid == st.pgrp {
+            push(b'+');
+        }
+        s
     }
-    if st.session == i64::from(st.pid) {
-        s.push('s');
+
+    /// The column as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever pushed (the state letter is checked by the parser).
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
     }
-    if st.threads > 1 {
-        s.push('l');
+}
+
+impl From<&str> for PsStat {
+    /// A `STAT` given as text (tests, benchmarks): its first five ASCII bytes.
+    fn from(text: &str) -> Self {
+        let mut s = PsStat {
+            bytes: [0; 5],
+            len: 0,
+        };
+        for b in text.bytes().filter(u8::is_ascii).take(5) {
+            s.bytes[usize::from(s.len)] = b;
+            s.len += 1;
+        }
+        s
     }
-    if st.tpgid >= 0 && st.tpgid == st.pgrp {
-        s.push('+');
+}
+
+impl fmt::Display for PsStat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
-    s
+}
+
+impl fmt::Debug for PsStat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 /// `ps`'s `TTY`: `pts/N`, `ttyN`, `ttySN`, or `?` without a terminal.
@@ -246,7 +304,14 @@ struct CachedCmd {
     seen: u64,
 }
 
+/// The longest `/proc/PID/stat` read: 52 numbers of at most 20 digits and a
+/// name of at most 64 bytes make about 1.2 KiB.
+const STAT_MAX: usize = 4096;
+
 /// Walks `/proc` for the process table, caching what does not change.
+///
+/// Per process and sample it makes four system calls (open, fstat, one read,
+/// close) and no heap allocation once the caches are warm.
 #[derive(Debug)]
 pub struct Scanner {
     commands: HashMap<(u32, u64), CachedCmd>,
@@ -254,6 +319,10 @@ pub struct Scanner {
     pass: u64,
     ticks_per_s: f64,
     page_kb: u64,
+    /// Reused buffer for one `/proc/PID/stat`.
+    stat_buf: Box<[u8]>,
+    /// Processes in the last pass, to size the next table at once.
+    last_count: usize,
 }
 
 impl Default for Scanner {
@@ -278,6 +347,8 @@ impl Scanner {
             pass: 0,
             ticks_per_s: if ticks > 0 { ticks as f64 } else { 100.0 },
             page_kb: if page > 0 { page as u64 / 1024 } else { 4 },
+            stat_buf: vec![0; STAT_MAX].into_boxed_slice(),
+            last_count: 0,
         }
     }
 
@@ -298,7 +369,10 @@ impl Scanner {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut table = ProcessTable::default();
+        let mut table = ProcessTable {
+            processes: Vec::with_capacity(self.last_count + self.last_count / 8 + 16),
+            ..ProcessTable::default()
+        };
         let mut path = PathBuf::from(root);
         for entry in dir.flatten() {
             let name = entry.file_name();
@@ -308,21 +382,22 @@ impl Scanner {
             path.push(&name);
             let row = self.read_one(&mut path, pid, buf, ctx, now);
             path.pop();
-            let Some((st, row)) = row else { continue };
-            match st.state {
-                'R' => table.running += 1,
-                'S' | 'I' => table.sleeping += 1,
-                'D' => table.blocked += 1,
-                'Z' => table.zombie += 1,
-                'T' | 't' => table.stopped += 1,
+            let Some((counts, row)) = row else { continue };
+            match counts.state {
+                b'R' => table.running += 1,
+                b'S' | b'I' => table.sleeping += 1,
+                b'D' => table.blocked += 1,
+                b'Z' => table.zombie += 1,
+                b'T' | b't' => table.stopped += 1,
                 _ => {}
             }
-            table.threads += st.threads;
+            table.threads += counts.threads;
             table.processes.push(row);
         }
         let pass = self.pass;
         self.commands.retain(|_, c| c.seen == pass);
         table.processes.sort_unstable_by_key(|p| p.pid);
+        self.last_count = table.processes.len();
         Ok(table)
     }
 
@@ -334,15 +409,28 @@ impl Scanner {
         buf: &mut String,
         ctx: &ScanContext,
         now: u64,
-    ) -> Option<(PidStat, Process)> {
-        let uid = std::fs::metadata(&*dir).ok()?.uid();
+    ) -> Option<(StateCount, Process)> {
         dir.push("stat");
-        let stat = read_file_into(dir, buf)
-            .ok()
-            .and_then(|()| parse_pid_stat(buf).ok());
+        let file = File::open(&*dir);
         dir.pop();
-        let st = stat?;
-        let command = self.command(dir, &st, buf);
+        let mut file = file.ok()?;
+        // /proc/PID/stat has its process's owner, as the /proc/PID directory has.
+        let uid = file.metadata().ok()?.uid();
+        // One read returns the whole line (procfs builds it at once); a full
+        // buffer would mean a line longer than any the kernel writes.
+        let n = file.read(&mut self.stat_buf).ok()?;
+        if n == self.stat_buf.len() {
+            return None;
+        }
+        drop(file);
+        let line = &self.stat_buf[..n];
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            // A process may give itself a name that is not UTF-8.
+            Err(_) => String::from_utf8_lossy(line),
+        };
+        let st = parse_pid_stat(&text).ok()?;
+        let command = command(&mut self.commands, self.pass, dir, &st, buf);
         let tps = self.ticks_per_s;
         let cpu_time_s = (st.utime + st.stime) as f64 / tps;
         let started_s = st.start_ticks as f64 / tps;
@@ -358,7 +446,7 @@ impl Scanner {
         let row = Process {
             pid,
             user: self.users.name(uid),
-            stat: ps_stat(&st),
+            stat: PsStat::of(&st),
             tty_nr: st.tty_nr,
             start_time: ctx.boot_time.map_or(now, |b| b + started_s as u64),
             cpu_time_s,
@@ -368,39 +456,56 @@ impl Scanner {
             rss_kb,
             command,
         };
-        Some((st, row))
+        let counts = StateCount {
+            state: st.state,
+            threads: st.threads,
+        };
+        Some((counts, row))
     }
+}
 
-    /// The command line, from cache when the same process was seen before.
-    fn command(&mut self, dir: &mut PathBuf, st: &PidStat, buf: &mut String) -> Arc<str> {
-        let key = (st.pid, st.start_ticks);
-        let pass = self.pass;
-        if let Some(c) = self.commands.get_mut(&key).filter(|c| c.comm == st.comm) {
-            c.seen = pass;
-            return c.command.clone();
-        }
-        let mut command = None;
-        if st.flags & PF_KTHREAD == 0 {
-            dir.push("cmdline");
-            if read_file_into(dir, buf).is_ok() {
-                let line = buf.trim_end_matches('\0').replace('\0', " ");
-                if !line.is_empty() {
-                    command = Some(line);
-                }
-            }
-            dir.pop();
-        }
-        let command: Arc<str> = Arc::from(command.unwrap_or_else(|| format!("[{}]", st.comm)));
-        self.commands.insert(
-            key,
-            CachedCmd {
-                comm: st.comm.clone(),
-                command: command.clone(),
-                seen: pass,
-            },
-        );
-        command
+/// What the table's totals need of one process.
+struct StateCount {
+    state: u8,
+    threads: u64,
+}
+
+/// The command line of the process in `dir`, from the cache when the same
+/// process (pid, start time and name) was seen before; read from
+/// `/proc/PID/cmdline` once, else `[name]` as `ps` shows kernel threads.
+fn command(
+    cache: &mut HashMap<(u32, u64), CachedCmd>,
+    pass: u64,
+    dir: &mut PathBuf,
+    st: &PidStat,
+    buf: &mut String,
+) -> Arc<str> {
+    let key = (st.pid, st.start_ticks);
+    if let Some(c) = cache.get_mut(&key).filter(|c| c.comm == st.comm) {
+        c.seen = pass;
+        return c.command.clone();
     }
+    let mut command = None;
+    if st.flags & PF_KTHREAD == 0 {
+        dir.push("cmdline");
+        if read_file_into(dir, buf).is_ok() {
+            let line = buf.trim_end_matches('\0').replace('\0', " ");
+            if !line.is_empty() {
+                command = Some(line);
+            }
+        }
+        dir.pop();
+    }
+    let command: Arc<str> = Arc::from(command.unwrap_or_else(|| format!("[{}]", st.comm)));
+    cache.insert(
+        key,
+        CachedCmd {
+            comm: st.comm.to_owned(),
+            command: command.clone(),
+            seen: pass,
+        },
+    );
+    command
 }
 
 #[cfg(test)]
@@ -414,14 +519,14 @@ mod tests {
         let st = parse_pid_stat(STAT).unwrap();
         assert_eq!(st.pid, 1234);
         assert_eq!(st.comm, "my (odd) proc");
-        assert_eq!(st.state, 'S');
+        assert_eq!(st.state, b'S');
         assert_eq!((st.utime, st.stime), (250, 50));
         assert_eq!(st.threads, 3);
         assert_eq!(st.start_ticks, 5000);
         assert_eq!(st.vsize, 104_857_600);
         assert_eq!(st.rss_pages, 2560);
         assert_eq!(Tty(st.tty_nr).to_string(), "pts/0");
-        assert_eq!(ps_stat(&st), "Ssl");
+        assert_eq!(PsStat::of(&st).as_str(), "Ssl");
     }
 
     #[test]

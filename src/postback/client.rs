@@ -7,7 +7,6 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use super::policy::{self, Verdict};
 use crate::config::Postback;
 use crate::http::{describe, truncate};
-use crate::payload::Payload;
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -63,14 +62,14 @@ impl Client {
         })
     }
 
-    /// Sends one payload and classifies the outcome.
-    pub async fn post(&self, payload: &Payload) -> Attempt {
+    /// Sends one payload's [`crate::payload::Payload::form_body`] and classifies the outcome.
+    pub async fn post(&self, form_body: Vec<u8>) -> Attempt {
         let mut req = self
             .http
             .post(self.url.clone())
             .timeout(self.timeout)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(payload.form_body());
+            .body(form_body);
         if let Some(h) = &self.forwarded_host {
             req = req.header("X-Forwarded-Host", h.clone());
         }

@@ -66,6 +66,9 @@ pub struct Settings {
     pub spool_dir: PathBuf,
     pub max_bytes: u64,
     pub max_age: Duration,
+    /// How long a written payload may wait for its 2xx before it is flushed
+    /// to the disk.
+    pub grace: Duration,
 }
 
 impl From<&Config> for Settings {
@@ -78,6 +81,7 @@ impl From<&Config> for Settings {
             spool_dir: c.agent.state_dir.join("spool"),
             max_bytes: c.spool.max_bytes.0,
             max_age: c.spool.max_age,
+            grace: c.spool.grace,
         }
     }
 }
@@ -106,20 +110,36 @@ pub async fn run(
     let mut d = Delivery::new(client, settings, status);
     d.publish(None);
     // The POST in flight runs beside the mailbox, so a payload built
-    // meanwhile reaches the spool at once, however slow the receiver.
+    // meanwhile is taken at once, however slow the receiver.
     let mut in_flight: Option<(spool::Item, Payload, Pending)> = None;
+    // When payloads not yet taken by the receiver must be flushed to the disk.
+    let mut persist_at: Option<Instant> = None;
     loop {
         let wake = (in_flight.is_none() && !d.spool.is_empty()).then(|| d.not_before.max(d.limiter_at));
+        // Delivered in time: nothing to flush, no timer to wake for.
+        if d.spool.has_pending() || in_flight.as_ref().is_some_and(|(item, ..)| item.is_pending()) {
+            persist_at.get_or_insert_with(|| Instant::now() + d.settings.grace);
+        } else {
+            persist_at = None;
+        }
         tokio::select! {
             biased;
             msg = rx.recv() => match msg {
                 Some(Msg::Payload(p, run)) => {
-                    d.spool.push(&p, &run, now_secs());
+                    d.spool.push(p, &run, now_secs());
+                    if d.settings.grace.is_zero() {
+                        d.spool.persist(None);
+                    }
                     d.publish(None);
                 }
                 Some(Msg::Reconfigure(client, settings)) => d.reconfigure(*client, *settings),
                 None => break,
             },
+            () = sleep_until_opt(persist_at) => {
+                persist_at = None;
+                d.spool.persist(in_flight.as_mut().map(|(item, ..)| item));
+                d.publish(None);
+            }
             attempt = wait_for(&mut in_flight) => {
                 let (item, p, _) = in_flight.take().expect("an attempt was in flight");
                 d.finish(item, p, attempt);
@@ -127,14 +147,16 @@ pub async fn run(
             () = sleep_until_opt(wake) => {
                 if let Some((item, p)) = d.next() {
                     let client = d.client.clone();
-                    let body = p.clone();
-                    in_flight = Some((item, p, Box::pin(async move { client.post(&body).await })));
+                    let body = p.form_body();
+                    in_flight = Some((item, p, Box::pin(async move { client.post(body).await })));
                 }
             }
         }
     }
-    // Whatever was in flight stays in the spool for the next run.
+    // Whatever was not delivered waits in the spool for the next run, flushed.
+    d.spool.persist(in_flight.as_mut().map(|(item, ..)| item));
     d.stats.queued = d.spool.len();
+    d.stats.spool = d.spool.stats;
     d.stats
 }
 

@@ -1,7 +1,12 @@
-//! The durable spool: every payload is written to `state_dir/spool` (atomic
-//! write, fsync, rename, directory fsync) as soon as it is built, and its file
-//! is removed only after the receiver took it (2xx) or refused it for good
-//! (400/413). The newest payload goes first; the backlog drains oldest-first.
+//! The durable spool: every payload is written to `state_dir/spool` (temporary
+//! file, rename) as soon as it is built, so a crash of the agent loses
+//! nothing; [`Spool::persist`] makes the written files durable (fsync of each
+//! file and of the directory) against a power cut. The delivery task calls it
+//! for payloads the receiver has not taken `spool.grace` after they were
+//! built, and at shutdown, so a payload delivered at once costs no disk
+//! flush. A file is removed only after the receiver took its payload (2xx)
+//! or refused it for good (400/413). The newest payload goes first; the
+//! backlog drains oldest-first.
 //! Bounded by bytes and age; whatever a bound drops, or a corrupt file that is
 //! moved aside, is counted and logged. When the disk fails the payload is
 //! kept in memory (counted) and the agent goes on.
@@ -23,8 +28,31 @@ pub struct Item {
     /// Sample time, Unix seconds.
     pub time: u64,
     pub size: u64,
-    on_disk: bool,
-    data: Option<Vec<u8>>,
+    stored: Stored,
+    data: Option<Payload>,
+}
+
+impl Item {
+    /// Whether it waits for [`Spool::persist`].
+    pub fn is_pending(&self) -> bool {
+        self.stored == Stored::Written
+    }
+
+    fn on_disk(&self) -> bool {
+        matches!(self.stored, Stored::Written | Stored::Durable)
+    }
+}
+
+/// Where an item's bytes are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// In its file, not flushed to the disk yet: the next
+    /// [`Spool::persist`] does.
+    Written,
+    /// In its file, flushed.
+    Durable,
+    /// The disk refused it: kept in memory, lost on restart.
+    MemoryOnly,
 }
 
 /// What the bounds and checks removed, and what could not be written.
@@ -104,7 +132,7 @@ impl Spool {
                     seq,
                     time,
                     size,
-                    on_disk: true,
+                    stored: Stored::Durable,
                     data: None,
                 })
             })
@@ -151,16 +179,17 @@ impl Spool {
         self.enforce(now);
     }
 
-    /// Writes a new payload and makes it the freshest.
-    pub fn push(&mut self, p: &Payload, run: &str, now: u64) {
+    /// Writes a new payload (without waiting for the disk) and makes it the
+    /// freshest. A payload the disk refuses is kept in memory (counted).
+    pub fn push(&mut self, p: Payload, run: &str, now: u64) {
         let name = file_name(p.time, run, p.seq);
-        let on_disk = match store::write_atomic(&self.dir.join(&name), &p.json) {
+        let stored = match store::write_unsynced(&self.dir.join(&name), &p.json) {
             Ok(()) => {
                 if self.disk_failing {
                     self.disk_failing = false;
                     tracing::info!(dir = %self.dir.display(), "spool directory writable again");
                 }
-                true
+                Stored::Written
             }
             Err(e) => {
                 self.stats.memory_only += 1;
@@ -168,7 +197,7 @@ impl Spool {
                     self.disk_failing = true;
                     tracing::error!("spool write failed, keeping payloads in memory (lost on restart): {e}");
                 }
-                false
+                Stored::MemoryOnly
             }
         };
         let item = Item {
@@ -176,14 +205,37 @@ impl Spool {
             seq: p.seq,
             time: p.time,
             size: p.json.len() as u64,
-            on_disk,
-            data: Some(p.json.clone()),
+            stored,
+            data: Some(p),
         };
         self.bytes += item.size;
         if let Some(older) = self.fresh.replace(item) {
             self.insert_backlog(older);
         }
         self.enforce(now);
+    }
+
+    /// Whether a written payload (besides one in flight) waits for [`Spool::persist`].
+    pub fn has_pending(&self) -> bool {
+        self.fresh.iter().chain(&self.backlog).any(Item::is_pending)
+    }
+
+    /// Flushes every written payload to the disk, `in_flight` (the one being
+    /// sent, taken out by [`Spool::pop`]) included. A flush that fails is
+    /// logged and tried again at the next call.
+    pub fn persist(&mut self, in_flight: Option<&mut Item>) {
+        let dir = &self.dir;
+        for item in in_flight
+            .into_iter()
+            .chain(self.fresh.iter_mut())
+            .chain(self.backlog.iter_mut())
+            .filter(|i| i.is_pending())
+        {
+            match store::sync(&dir.join(&item.name)) {
+                Ok(()) => item.stored = Stored::Durable,
+                Err(e) => tracing::warn!("spool flush failed, will retry: {e}"),
+            }
+        }
     }
 
     /// The payload to send next (freshest first, then oldest), read back
@@ -197,16 +249,16 @@ impl Spool {
                 self.discard(&item, "older than spool.max_age");
                 continue;
             }
-            let data = match item.data.take() {
-                Some(d) => d,
-                None => match std::fs::read(self.dir.join(&item.name)) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        self.stats.corrupt += 1;
-                        tracing::error!(file = %item.name, "spool file unreadable, skipped: {e}");
-                        continue;
-                    }
-                },
+            if let Some(payload) = item.data.take() {
+                return Some((item, payload));
+            }
+            let data = match std::fs::read(self.dir.join(&item.name)) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.stats.corrupt += 1;
+                    tracing::error!(file = %item.name, "spool file unreadable, skipped: {e}");
+                    continue;
+                }
             };
             if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_err() {
                 self.set_aside(&item);
@@ -219,7 +271,7 @@ impl Spool {
 
     /// The receiver took (or refused for good) this payload: forget it.
     pub fn ack(&mut self, item: &Item) {
-        if item.on_disk {
+        if item.on_disk() {
             let _ = std::fs::remove_file(self.dir.join(&item.name));
         }
     }
@@ -229,8 +281,8 @@ impl Spool {
     pub fn requeue(&mut self, mut item: Item, payload: Payload, now: u64) {
         self.bytes += item.size;
         let newest = self.fresh.is_none() && self.backlog.back().is_none_or(|b| b.name < item.name);
-        if newest || !item.on_disk {
-            item.data = Some(payload.json);
+        if newest || !item.on_disk() {
+            item.data = Some(payload);
         }
         if newest {
             self.fresh = Some(item);
@@ -241,7 +293,7 @@ impl Spool {
     }
 
     fn insert_backlog(&mut self, mut item: Item) {
-        if item.on_disk {
+        if item.on_disk() {
             item.data = None;
         }
         let at = self.backlog.partition_point(|b| b.name < item.name);
@@ -333,7 +385,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), u64::MAX, HOUR, 1000);
         for seq in 1..=4 {
-            s.push(&payload(seq, 1000 + seq), "r", 1000);
+            s.push(payload(seq, 1000 + seq), "r", 1000);
         }
         let (item, p) = s.pop(1000).unwrap();
         assert_eq!(p.seq, 4);
@@ -351,14 +403,38 @@ mod tests {
     }
 
     #[test]
+    fn written_at_once_flushed_by_persist_in_flight_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = || std::fs::read_dir(dir.path()).unwrap().count();
+        let mut s = Spool::open(dir.path(), u64::MAX, HOUR, 0);
+        s.push(payload(1, 1), "r", 1);
+        assert_eq!(files(), 1, "on disk before its first attempt");
+        assert!(s.has_pending());
+        let (item, _) = s.pop(1).unwrap();
+        assert!(item.is_pending() && !s.has_pending());
+        s.ack(&item);
+        assert_eq!(files(), 0);
+
+        s.push(payload(2, 2), "r", 2);
+        s.push(payload(3, 3), "r", 3);
+        let (mut item, _) = s.pop(3).unwrap();
+        s.persist(Some(&mut item));
+        assert!(!s.has_pending() && !item.is_pending());
+        s.ack(&item);
+        assert_eq!(files(), 1);
+        assert_eq!(drain(&mut s, 3), [2]);
+        assert_eq!(files(), 0);
+    }
+
+    #[test]
     fn a_failed_attempt_keeps_its_place_and_its_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), u64::MAX, HOUR, 0);
-        s.push(&payload(1, 10), "r", 10);
+        s.push(payload(1, 10), "r", 10);
         let (item, p) = s.pop(10).unwrap();
         let md5 = p.md5.clone();
         s.requeue(item, p, 10);
-        s.push(&payload(2, 20), "r", 20);
+        s.push(payload(2, 20), "r", 20);
         let order: Vec<(u64, String)> = std::iter::from_fn(|| s.pop(20))
             .map(|(_, p)| (p.seq, p.md5))
             .collect();
@@ -372,7 +448,7 @@ mod tests {
         let size = payload(1, 0).json.len() as u64;
         let mut s = Spool::open(dir.path(), size * 3, HOUR, 0);
         for seq in 1..=5 {
-            s.push(&payload(seq, seq), "r", 5);
+            s.push(payload(seq, seq), "r", 5);
         }
         assert_eq!(s.stats.dropped_for_size, 2);
         assert_eq!(s.len(), 3);
@@ -385,9 +461,9 @@ mod tests {
     fn age_bound() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), u64::MAX, Duration::from_secs(60), 0);
-        s.push(&payload(1, 0), "r", 0);
-        s.push(&payload(2, 50), "r", 50);
-        s.push(&payload(3, 100), "r", 100);
+        s.push(payload(1, 0), "r", 0);
+        s.push(payload(2, 50), "r", 50);
+        s.push(payload(3, 100), "r", 100);
         assert_eq!(s.stats.dropped_for_age, 1);
         assert_eq!(drain(&mut s, 100), [3, 2]);
     }
@@ -397,7 +473,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), u64::MAX, HOUR, 0);
         for seq in 1..=3 {
-            s.push(&payload(seq, seq), "r", 3);
+            s.push(payload(seq, seq), "r", 3);
         }
         drop(s);
         let truncated = dir.path().join(file_name(2, "r", 2));
@@ -417,8 +493,8 @@ mod tests {
     #[test]
     fn an_unwritable_directory_keeps_payloads_in_memory() {
         let mut s = Spool::open(Path::new("/proc/hostbeat-spool"), u64::MAX, HOUR, 0);
-        s.push(&payload(1, 1), "r", 1);
-        s.push(&payload(2, 2), "r", 2);
+        s.push(payload(1, 1), "r", 1);
+        s.push(payload(2, 2), "r", 2);
         assert_eq!(s.stats.memory_only, 2);
         assert_eq!(drain(&mut s, 2), [2, 1]);
     }
