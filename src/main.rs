@@ -4,71 +4,39 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
 use hostbeat::collect::{Collector, ProcFs};
 use hostbeat::config::{self, Config, ConfigError, LogFormat};
 use hostbeat::{daemon, metrics, sampler};
+
+mod cli;
+
+use cli::{Cli, Command};
 
 /// sysexits.h codes.
 const EX_USAGE: u8 = 64;
 const EX_CONFIG: u8 = 78;
 
-#[derive(Parser)]
-#[command(name = "hostbeat", version, about = "A lightweight host-monitoring agent")]
-struct Cli {
-    /// Log filter (overrides [log] level; RUST_LOG overrides both)
-    #[arg(long, global = true, value_name = "FILTER")]
-    log_level: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the agent (the daemon)
-    Run(ConfigArg),
-    /// Take one sample and print its payload
-    Once(ConfigArg),
-    /// Validate the configuration: prints "ok" or every error (exit 78)
-    CheckConfig(ConfigArg),
-    /// Print the metric catalogue with current values
-    Metrics,
-    /// Webhook destinations
-    #[command(subcommand)]
-    Webhook(WebhookCommand),
-}
-
-#[derive(Subcommand)]
-enum WebhookCommand {
-    /// Send a test notification to the [[webhook]] NAME; prints status and latency
-    Test {
-        /// The webhook's name
-        name: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
-}
-
-#[derive(clap::Args)]
-struct ConfigArg {
-    /// Configuration file [default: /etc/hostbeat/hostbeat.toml, built-in defaults if absent]
-    #[arg(short, long, value_name = "PATH")]
-    config: Option<PathBuf>,
-}
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let (command, config, log_level) = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Cli::Run {
+            command,
+            config,
+            log_level,
+        }) => (command, config, log_level),
+        Ok(Cli::Help) => {
+            let _ = out(cli::HELP.trim_end());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Cli::Version) => {
+            let _ = out(&format!("hostbeat {}", hostbeat::payload::VERSION));
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EX_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
+            eprintln!("{e}");
+            return ExitCode::from(EX_USAGE);
         }
     };
-    match dispatch(cli) {
+    match dispatch(command, config.as_deref(), log_level.as_deref()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("hostbeat: {e:#}");
@@ -77,38 +45,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::CheckConfig(arg) => Ok(check_config(arg.config.as_deref())),
-        Command::Metrics => {
-            init_logging(cli.log_level.as_deref(), &Config::default());
-            print_metrics()?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Once(arg) => {
-            let Some(config) = load_or_report(arg.config.as_deref()) else {
-                return Ok(ExitCode::from(EX_CONFIG));
-            };
-            init_logging(cli.log_level.as_deref(), &config);
-            once(&config)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Webhook(WebhookCommand::Test { name, config: arg }) => {
-            let Some(config) = load_or_report(arg.config.as_deref()) else {
-                return Ok(ExitCode::from(EX_CONFIG));
-            };
-            init_logging(cli.log_level.as_deref(), &config);
-            webhook_test(&config, &name)
-        }
-        Command::Run(arg) => {
-            let Some(config) = load_or_report(arg.config.as_deref()) else {
-                return Ok(ExitCode::from(EX_CONFIG));
-            };
-            init_logging(cli.log_level.as_deref(), &config);
-            daemon::run(config, config_path(arg.config.as_deref())).context("hostbeat run")?;
-            Ok(ExitCode::SUCCESS)
-        }
+fn dispatch(command: Command, path: Option<&Path>, log_level: Option<&str>) -> anyhow::Result<ExitCode> {
+    if command == Command::CheckConfig {
+        return Ok(check_config(path));
     }
+    if command == Command::Metrics {
+        init_logging(log_level, &Config::default());
+        print_metrics()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(config) = load_or_report(path) else {
+        return Ok(ExitCode::from(EX_CONFIG));
+    };
+    init_logging(log_level, &config);
+    match command {
+        Command::Once => once(&config)?,
+        Command::WebhookTest { name } => return webhook_test(&config, &name),
+        Command::Run => daemon::run(config, config_path(path)).context("hostbeat run")?,
+        Command::CheckConfig | Command::Metrics => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The config at `path`; without one, the default path if it exists, else
@@ -279,12 +235,11 @@ fn init_logging(cli_level: Option<&str>, config: &Config) {
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match (config.log.format, journal) {
         (LogFormat::Json, _) => registry.with(builder.json()).try_init(),
-        (LogFormat::Text, true) => registry.with(builder.without_time().with_ansi(false)).try_init(),
+        (LogFormat::Text, true) => registry.with(builder.without_time()).try_init(),
         (LogFormat::Text, false) => registry.with(builder).try_init(),
     };
 }

@@ -4,7 +4,8 @@
 //! nothing with it: `/proc/stat`, `/proc/meminfo`, `/proc/loadavg`,
 //! `/proc/uptime`, `/proc/diskstats`, `/proc/net/dev`,
 //! `/proc/self/mountinfo` plus `statvfs` of every real mount, and for every
-//! process a `stat` of `/proc/PID` and a read of `/proc/PID/stat`. One reused
+//! process what hostbeat does: open `/proc/PID/stat`, `fstat` it (the owner),
+//! one read, close. One reused
 //! buffer, no allocation per sample once warm, one thread, std only. The CPU
 //! it spends per sample is what reading those files costs; the rest of an
 //! agent's cost is its own.
@@ -87,21 +88,28 @@ struct Floor {
 }
 
 impl Floor {
-    /// Reads a whole file into the reused buffer.
+    /// Reads a whole file into the reused buffer: read calls until EOF, no
+    /// size probe (as hostbeat reads).
     fn read(&mut self, path: &str) -> usize {
         self.buf.clear();
         File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut self.buf))
+            .and_then(|f| f.take(16 << 20).read_to_end(&mut self.buf))
             .unwrap_or_default()
     }
 
-    /// One read of a small file (a `/proc/PID/stat` line fits in the buffer).
+    /// Open, fstat (the owner), one read (a `/proc/PID/stat` line fits in
+    /// the buffer), close. Returns the bytes read, or 0 if the file vanished.
     fn read_small(&mut self, path: &str) -> usize {
         let cap = self.buf.capacity();
         self.buf.resize(cap, 0);
-        File::open(path)
-            .and_then(|mut f| f.read(&mut self.buf))
-            .unwrap_or_default()
+        let Ok(mut f) = File::open(path) else {
+            return 0;
+        };
+        let Ok(meta) = f.metadata() else {
+            return 0;
+        };
+        self.bytes += u64::from(std::os::unix::fs::MetadataExt::uid(&meta) == 0);
+        f.read(&mut self.buf).unwrap_or_default()
     }
 
     fn sample(&mut self) {
@@ -145,7 +153,7 @@ impl Floor {
             self.bytes += u64::from(rc == 0);
         }
 
-        // Every process: stat of /proc/PID, one read of /proc/PID/stat.
+        // Every process: /proc/PID/stat, as read_small reads it.
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return;
         };
@@ -158,10 +166,6 @@ impl Floor {
             self.path.clear();
             self.path.push_str("/proc/");
             self.path.push_str(std::str::from_utf8(name).unwrap_or_default());
-            let Ok(meta) = std::fs::metadata(&self.path) else {
-                continue;
-            };
-            self.bytes += u64::from(std::os::unix::fs::MetadataExt::uid(&meta) == 0);
             self.path.push_str("/stat");
             let path = std::mem::take(&mut self.path);
             self.bytes += self.read_small(&path) as u64;
