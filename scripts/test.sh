@@ -21,6 +21,9 @@ else
     echo "skipped: the package tests need root on a Debian-like machine (CI has both)"
 fi
 
+echo "== footprint smoke run (benches/footprint.sh 3; the full run is N=60)"
+bash benches/footprint.sh 3
+
 # One closing line over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
      END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"

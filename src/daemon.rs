@@ -27,6 +27,11 @@ use crate::webhook::registry::Registry;
 /// process within 5 s; every payload is in the spool already).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// After this many samples (from start or a reload) the agent is in its
+/// steady loop and gives the code pages it no longer runs back (see
+/// [`crate::residency`]).
+const STEADY_AFTER_TICKS: u32 = 3;
+
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -46,6 +51,7 @@ pub enum DaemonError {
 
 /// Runs the agent until SIGTERM or SIGINT; SIGHUP re-reads `path`.
 pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), DaemonError> {
+    crate::residency::one_malloc_arena();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -98,6 +104,8 @@ struct Agent {
     api: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     sampler: Sampler,
+    /// Samples until the start-up (or reload) code pages are released.
+    release_in: u32,
 }
 
 impl Agent {
@@ -140,6 +148,7 @@ impl Agent {
             api: None,
             shared,
             sampler,
+            release_in: STEADY_AFTER_TICKS,
         };
         agent.apply_postback()?;
         if agent.postback.is_none() {
@@ -193,7 +202,13 @@ impl Agent {
     }
 
     /// One sample: alerts first (they never wait on the receiver), then the payload.
-    fn on_tick(&self, tick: Tick) {
+    fn on_tick(&mut self, tick: Tick) {
+        if self.release_in > 0 {
+            self.release_in -= 1;
+            if self.release_in == 0 {
+                crate::residency::release_startup_code();
+            }
+        }
         let sh = &self.shared;
         sh.last_sample_ms
             .store(crate::timefmt::to_millis(tick.sample.taken_at), Ordering::Relaxed);
@@ -216,6 +231,7 @@ impl Agent {
 
     /// SIGHUP: re-reads the config; a bad one is reported and the running one stays.
     async fn reload(&mut self, path: Option<&Path>) {
+        self.release_in = STEADY_AFTER_TICKS;
         let Some(path) = path else {
             tracing::warn!("SIGHUP: running on built-in defaults, there is no file to reload");
             return;

@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod payload;
 pub mod postback;
+pub mod residency;
 pub mod retry;
 pub mod sampler;
 pub mod secret;
