@@ -129,12 +129,26 @@ sleep_until_us() {
     fi
 }
 
-# CPU_U CPU_S (clock ticks, the whole process) of pid $1.
+# CPU_U CPU_S (clock ticks, the whole process) of pid $1; CPU_NS: the
+# same time to the nanosecond (the scheduler's run time, summed over the
+# threads: /proc/PID/task/*/schedstat), and THREAD_NS[name] per thread name.
+# Ticks are sampled by the timer interrupt, so a process that runs for a
+# millisecond once a second is over- or under-counted by whole ticks; the
+# run time is exact. Both go in the table; ratios and targets use the run time.
+declare -A THREAD_NS=()
 read_cpu() {
-    local line f
+    local line f t run rest name
     read -r line <"/proc/$1/stat"
     read -ra f <<<"${line##*) }"
     CPU_U=${f[11]} CPU_S=${f[12]}
+    CPU_NS=0
+    THREAD_NS=()
+    for t in /proc/"$1"/task/*; do
+        read -r run rest 2>/dev/null <"$t/schedstat" || continue
+        read -r name 2>/dev/null <"$t/comm" || name=?
+        CPU_NS=$((CPU_NS + run))
+        THREAD_NS[$name]=$((${THREAD_NS[$name]:-0} + run))
+    done
 }
 
 # SYS_BUSY SYS_ALL: machine-wide busy and total jiffies (/proc/stat), to
@@ -207,7 +221,8 @@ free_port() {
 }
 
 # Results, by row: tab-separated into $TMP/results.tsv.
-# row user_us sys_us (per sample) rss_kb hwm_kb threads binary_bytes first_ms samples note
+# row user_us sys_us (per sample, ticks) rss_kb hwm_kb threads binary_bytes first_ms samples
+#     run_us (per sample, schedstat) note
 result() {
     local IFS=$'\t'
     printf '%s\n' "$*" >>"$TMP/results.tsv"
@@ -234,6 +249,9 @@ measure_sampled() {
     fi
     read_cpu "$pid"
     u0=$CPU_U s0=$CPU_S
+    local ns0=$CPU_NS name
+    local -A thread0=()
+    for name in "${!THREAD_NS[@]}"; do thread0[$name]=${THREAD_NS[$name]}; done
     read_sys
     local b0=$SYS_BUSY a0=$SYS_ALL
     c0=$LINES
@@ -258,6 +276,13 @@ measure_sampled() {
     t_b=$REPLY
     stop_pid "$pid"
     local note="window $(((t_b - t_a) / 1000000)) ms for $samples samples; $busy"
+    if ((${#THREAD_NS[@]} > 1)); then
+        local per=()
+        for name in "${!THREAD_NS[@]}"; do
+            per+=("$name thread $(((THREAD_NS[$name] - ${thread0[$name]:-0}) / samples / 1000)) µs")
+        done
+        note+="; per sample: ${per[*]}"
+    fi
     # The floor has no SIGTERM handler: 143 is its normal end.
     if ((STOP_RC != 0)) && ! { [ "$1" = "$FLOOR" ] && ((STOP_RC == 143)); }; then
         note+="; exit status $STOP_RC after SIGTERM"
@@ -265,7 +290,8 @@ measure_sampled() {
     result "$row" \
         "$(((CPU_U - u0) * 1000 * 1000 / TICK / samples))" \
         "$(((CPU_S - s0) * 1000 * 1000 / TICK / samples))" \
-        "$RSS_KB" "$HWM_KB" "$THREADS" "$bin_bytes" "$first_ms" "$samples" "$note"
+        "$RSS_KB" "$HWM_KB" "$THREADS" "$bin_bytes" "$first_ms" "$samples" \
+        "$(((CPU_NS - ns0) / 1000 / samples))" "$note"
     log "  $row: $samples samples, $(((CPU_U - u0 + CPU_S - s0) * 1000 / TICK)) ms CPU, RSS ${RSS_KB} kB, first after ${first_ms} ms ($note)"
 }
 
@@ -409,6 +435,7 @@ run_node_exporter() {
     fi
     read_cpu "$pid"
     u0=$CPU_U s0=$CPU_S
+    local ns0=$CPU_NS
     read_sys
     local b0=$SYS_BUSY a0=$SYS_ALL
     now_us
@@ -430,6 +457,7 @@ run_node_exporter() {
         "$(((CPU_U - u0) * 1000 * 1000 / TICK / N))" \
         "$(((CPU_S - s0) * 1000 * 1000 / TICK / N))" \
         "$RSS_KB" "$HWM_KB" "$THREADS" "$(stat -c %s "$ne")" "$first_ms" "$N" \
+        "$(((CPU_NS - ns0) / 1000 / N))" \
         "first = first successful scrape; $bytes bytes a scrape; $fails failed scrapes; $REPLY (curl included)"
     log "  node_exporter: $N scrapes ($fails failed, $bytes bytes each), RSS ${RSS_KB} kB, first scrape after ${first_ms} ms"
 }
@@ -489,6 +517,7 @@ run_collectd() {
     sleep 0.5
     read_cpu "$pid"
     u0=$CPU_U s0=$CPU_S
+    local ns0=$CPU_NS
     read_sys
     local b0=$SYS_BUSY a0=$SYS_ALL
     now_us
@@ -514,6 +543,7 @@ run_collectd() {
         "$(((CPU_U - u0) * 1000 * 1000 / TICK / N))" \
         "$(((CPU_S - s0) * 1000 * 1000 / TICK / N))" \
         "$RSS_KB" "$HWM_KB" "$THREADS" "$bin_bytes" "$first_ms" "$N" \
+        "$(((CPU_NS - ns0) / 1000 / N))" \
         "first = first csv file written; binary = collectd + the ${#plugins[@]} plugins loaded; $nfiles csv files; $busy"
     log "  collectd: $N cycles, RSS ${RSS_KB} kB, first csv after ${first_ms} ms, $nfiles csv files; $busy"
 }
@@ -583,6 +613,7 @@ REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then REV+="+changes"; fi
 CONTEXT="hostbeat $REV, $(uname -sr), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 python3 - "$TMP/results.tsv" "$N" "$TICK" "${SCALES[-1]}" "$CONTEXT" <<'EOF'
+import re
 import sys
 
 path, n, tick, big, context = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -591,21 +622,21 @@ order = []
 for line in open(path):
     f = line.rstrip("\n").split("\t")
     name = f[0]
-    user_us, sys_us, rss_kb, hwm_kb, threads, binary, first_ms, samples = map(int, f[1:9])
+    user_us, sys_us, rss_kb, hwm_kb, threads, binary, first_ms, samples, run_us = map(int, f[1:10])
     rows[name] = dict(
-        user=user_us / 1000, sys=sys_us / 1000, cpu=(user_us + sys_us) / 1000,
+        user=user_us / 1000, sys=sys_us / 1000, ticks=(user_us + sys_us) / 1000, cpu=run_us / 1000,
         rss=rss_kb / 1024, hwm=hwm_kb / 1024, threads=threads, binary=binary / 1e6,
-        first=first_ms, samples=samples, note=f[9] if len(f) > 9 else "",
+        first=first_ms, samples=samples, note=f[10] if len(f) > 10 else "",
     )
     order.append(name)
 
 want = ["hostbeat", "floor", "node_exporter", "collectd", "hostbeat+1000", f"hostbeat+{big}", f"floor+{big}"]
 order = [r for r in want if r in rows] + [r for r in order if r not in want]
-head = ["", "CPU/sample user ms", "sys ms", "total ms", "RSS MiB", "HWM MiB", "threads", "binary MB", "first payload ms"]
+head = ["", "CPU/sample ms", "user ms (ticks)", "sys ms (ticks)", "RSS MiB", "HWM MiB", "threads", "binary MB", "first payload ms"]
 table = [head]
 for name in order:
     r = rows[name]
-    table.append([name, f"{r['user']:.2f}", f"{r['sys']:.2f}", f"{r['cpu']:.2f}", f"{r['rss']:.1f}",
+    table.append([name, f"{r['cpu']:.2f}", f"{r['user']:.2f}", f"{r['sys']:.2f}", f"{r['rss']:.1f}",
                   f"{r['hwm']:.1f}", str(r["threads"]), f"{r['binary']:.2f}", str(r["first"])])
 print()
 print(f"`benches/footprint.sh {n}`: {context}")
@@ -615,8 +646,10 @@ print("| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |")
 for t in table[1:]:
     print("| " + " | ".join(t) + " |")
 print()
-print(f"CPU from /proc/PID/stat in ticks of {1000 / tick:.0f} ms: each row is precise to "
-      + ", ".join(sorted({f"±{1000 / tick / rows[x]['samples']:.2f} ms ({rows[x]['samples']} samples)" for x in order})) + ".")
+print("CPU/sample: run time from /proc/PID/task/*/schedstat (ns), summed over threads; ratios and targets use it.")
+print(f"user/sys: /proc/PID/stat, in ticks of {1000 / tick:.0f} ms, sampled by the timer: each row is within "
+      + ", ".join(sorted({f"±{1000 / tick / rows[x]['samples']:.2f} ms ({rows[x]['samples']} samples)" for x in order}))
+      + " at best, and biased for a process that runs briefly once a second.")
 print("first payload: hostbeat rows: start to the first POST at the receiver; floor: to its first sample; "
       "node_exporter: to the first successful scrape; collectd: to its first csv file.")
 for name in order:
@@ -637,6 +670,11 @@ for peer in ("collectd", "node_exporter"):
         print(f"  hostbeat/{peer}: n/a ({peer} skipped)")
 if "floor" in rows:
     print(f"  hostbeat CPU = {ratio(hb['cpu'], rows['floor']['cpu'])} x floor")
+    m = re.search(r"sampler thread (\d+) µs", hb["note"])
+    if m:
+        print(f"  hostbeat sampler thread (the /proc reads, parsing, payload JSON and MD5) = "
+              f"{ratio(int(m[1]) / 1000, rows['floor']['cpu'])} x floor; the other thread delivers "
+              "(spool file, HTTP POST), which the floor does not do")
 for name in order:
     if name.startswith("hostbeat+"):
         k = int(name.split("+")[1])
