@@ -142,6 +142,14 @@ schemas = {
             "pending": s("integer"), "last_success": TIME, "last_failure": TIME,
             "last_error": nullable("string"), "disabled": s("boolean")})),
     }),
+    "MetricsInput": {
+        "type": "object", "minProperties": 1, "maxProperties": 1000,
+        "description": "{metric: number | string}; metric names are 1 to 128 letters, digits, '_', '-' "
+                       "or '.' (not first or last); numbers must be finite",
+        "additionalProperties": {"oneOf": [s("number"), s("string")]},
+    },
+    "Pushed": obj({"group": s("string"), "metrics": s("array", items=s("string")),
+                   "expires_at": s("string", format="date-time")}),
     "AlertState": obj({
         "rule": s("string"), "metric": s("string"), "series": s("string"),
         "labels": {"type": "object", "additionalProperties": s("string")},
@@ -154,7 +162,8 @@ for name, result in [("DestinationEnvelope", ref("Destination")),
                      ("DestinationListEnvelope", s("array", items=ref("Destination"))),
                      ("IdEnvelope", ref("Id")), ("TestEnvelope", ref("TestResult")),
                      ("StatusEnvelope", ref("Status")),
-                     ("AlertsEnvelope", s("array", items=ref("AlertState")))]:
+                     ("AlertsEnvelope", s("array", items=ref("AlertState"))),
+                     ("PushedEnvelope", ref("Pushed"))]:
     schemas[name] = envelope(result)
 
 def resp(desc, schema, headers=None):
@@ -177,16 +186,18 @@ COMMON = {
     "500": resp("Internal error (no details)", "ErrorEnvelope"),
 }
 
-def op(op_id, summary, ok, errors=(), body=False, params=()):
+def op(op_id, summary, ok, errors=(), body=False, params=(), err_desc=None, param_schema=None):
     responses = {code: resp(*v) for code, v in ok.items()}
-    responses.update({c: resp(*ERR[c]) for c in errors})
+    responses.update({c: resp(*((err_desc or {}).get(c) or ERR[c])) for c in errors})
     responses.update(COMMON)
     o = {"operationId": op_id, "summary": summary, "responses": dict(sorted(responses.items()))}
     if params:
-        o["parameters"] = [{"name": p, "in": "path", "required": True, "schema": s("string")} for p in params]
+        o["parameters"] = [{"name": p, "in": "path", "required": True,
+                            "schema": (param_schema or {}).get(p) or s("string")} for p in params]
     if body:
+        schema = "DestinationInput" if body is True else body
         o["requestBody"] = {"required": True,
-                            "content": {"application/json": {"schema": ref("DestinationInput")}}}
+                            "content": {"application/json": {"schema": ref(schema)}}}
     return o
 
 paths = {}
@@ -218,6 +229,13 @@ for prefix, tag, base in [("/webhooks", "", ()),
     }
 paths["/status"] = {"get": op("getStatus", "Agent status", {"200": ("Status", "StatusEnvelope")})}
 paths["/alerts"] = {"get": op("listAlerts", "Every alert series and its state", {"200": ("Alerts", "AlertsEnvelope")})}
+paths["/metrics/{group}"] = {"post": op(
+    "pushMetrics", "Push custom metrics: they replace the group's, go into the next payloads as "
+    "plugins.GROUP and into the catalogue as plugin.GROUP.METRIC (numbers), until api.push_ttl passes",
+    {"200": ("Accepted", "PushedEnvelope")}, ["400", "409", "413", "415"], body="MetricsInput",
+    params=("group",), param_schema={"group": s("string", pattern="^[A-Za-z0-9_-]{1,128}$")},
+    err_desc={"400": ("The body is not {metric: number | string}: every problem is listed", "ErrorEnvelope"),
+              "409": ("The group belongs to a [[plugin]] of the configuration", "ErrorEnvelope")})}
 paths["/openapi.json"] = {"get": {"operationId": "getOpenApi", "summary": "This document",
                                   "responses": {"200": {"description": "OpenAPI 3.0 document",
                                                         "content": {"application/json": {"schema": s("object")}}},

@@ -38,6 +38,51 @@ pub struct Config {
     /// `[api]`: the management API, off when absent.
     pub api: Option<Api>,
     pub spool: SpoolConfig,
+    /// `[[plugin]]` programs whose output becomes custom metrics.
+    pub plugin: Vec<PluginSpec>,
+    /// `[prometheus]`: the scrape endpoint, off when absent.
+    pub prometheus: Option<Prometheus>,
+}
+
+/// `[[plugin]]`: a program run without a shell; what it prints (a JSON
+/// object, or `metric value` lines) becomes `plugins.NAME` in the payload
+/// and `plugin.NAME.METRIC` in the catalogue.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    pub name: String,
+    /// Absolute path of the program.
+    pub command: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Killed (and reaped) when it runs longer.
+    #[serde(default = "plugin_timeout", deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+    /// How often it runs; `agent.interval` when absent.
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub interval: Option<Duration>,
+}
+
+fn plugin_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[prometheus]`: `GET /metrics` in the Prometheus text format.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Prometheus {
+    /// Address to listen on; loopback unless `allow_remote`.
+    pub listen: String,
+    pub allow_remote: bool,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus {
+            listen: "127.0.0.1:9631".into(),
+            allow_remote: false,
+        }
+    }
 }
 
 /// `[spool]`: bounds of the on-disk queue of undelivered payloads.
@@ -122,6 +167,9 @@ pub struct Api {
     pub rate_per_second: u32,
     /// … and the burst above it.
     pub burst: u32,
+    /// How long values pushed to `POST /metrics/{group}` count.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub push_ttl: Duration,
 }
 
 impl Default for Api {
@@ -133,6 +181,7 @@ impl Default for Api {
             token_file: None,
             rate_per_second: 10,
             burst: 50,
+            push_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -425,6 +474,7 @@ fn display_path(c: &Config, path: &[String]) -> String {
     let entry = |section: &str, i: usize| {
         let name = match section {
             "alert" => c.alert.get(i).map(|a| a.name.clone()),
+            "plugin" => c.plugin.get(i).map(|p| p.name.clone()),
             _ => c.webhook.get(i).and_then(|w| w.name.clone()),
         };
         match name.filter(|n| !n.trim().is_empty()) {
@@ -433,7 +483,7 @@ fn display_path(c: &Config, path: &[String]) -> String {
         }
     };
     match path {
-        [section, idx, rest @ ..] if matches!(section.as_str(), "alert" | "webhook") => {
+        [section, idx, rest @ ..] if matches!(section.as_str(), "alert" | "webhook" | "plugin") => {
             let mut s = entry(section, idx.parse().unwrap_or(0));
             for r in rest {
                 s.push('.');
@@ -554,6 +604,69 @@ pub fn validate(c: &Config) -> Vec<(Vec<String>, String)> {
         for (name, v) in [("rate_per_second", api.rate_per_second), ("burst", api.burst)] {
             if v == 0 {
                 bad(&["api", name], "must be at least 1".into());
+            }
+        }
+        if !at_least(api.push_ttl, Duration::from_secs(1)) || api.push_ttl > Duration::from_secs(86400) {
+            bad(&["api", "push_ttl"], "must be between 1s and 24h".into());
+        }
+    }
+
+    if let Some(p) = &c.prometheus {
+        match p.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => bad(
+                &["prometheus", "listen"],
+                format!("{:?} is not an address like 127.0.0.1:9631", p.listen),
+            ),
+            Ok(a) if !a.ip().is_loopback() && !p.allow_remote => bad(
+                &["prometheus", "listen"],
+                format!("{a} is not a loopback address; set allow_remote = true to expose the endpoint"),
+            ),
+            Ok(a) => {
+                if c.api
+                    .as_ref()
+                    .is_some_and(|api| api.listen.parse().ok() == Some(a) && a.port() != 0)
+                {
+                    bad(&["prometheus", "listen"], format!("{a} is api.listen already"));
+                }
+            }
+        }
+    }
+
+    for (n, p) in c.plugin.iter().enumerate() {
+        let i = n.to_string();
+        let at = |field: &'static str| ["plugin", i.as_str(), field];
+        if !crate::custom::valid_name(&p.name, false) {
+            bad(
+                &at("name"),
+                format!(
+                    "{:?} is not a plugin name (1 to {} letters, digits, '_', '-')",
+                    p.name,
+                    crate::custom::MAX_NAME
+                ),
+            );
+        } else if c.plugin[..n].iter().any(|o| o.name == p.name) {
+            bad(&at("name"), format!("{:?} is used by another plugin", p.name));
+        }
+        if !p.command.is_absolute() {
+            bad(
+                &at("command"),
+                format!(
+                    "must be an absolute path (it runs without a shell), got {:?}",
+                    p.command
+                ),
+            );
+        }
+        if !at_least(p.timeout, MIN) || p.timeout > Duration::from_secs(3600) {
+            bad(&at("timeout"), "must be between 100ms and 1h".into());
+        }
+        if let Some(every) = p.interval {
+            if !at_least(every, Duration::from_secs(1)) || every > Duration::from_secs(86400) {
+                bad(&at("interval"), "must be between 1s and 24h".into());
+            } else if p.timeout > every {
+                bad(
+                    &at("timeout"),
+                    "must not be longer than the plugin's interval".into(),
+                );
             }
         }
     }

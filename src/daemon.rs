@@ -16,8 +16,10 @@ use tokio::task::JoinHandle;
 use crate::alert::{Evaluator, FiringRecord, Now, Rule};
 use crate::collect::{Collector, ProcFs, Sample, SystemInfo};
 use crate::config::{self, Config};
+use crate::custom::Groups;
 use crate::metrics;
 use crate::payload::Builder;
+use crate::plugin::Plugins;
 use crate::postback::{self, Client, Msg};
 use crate::sampler::{Sampler, Tick};
 use crate::store::StateFile;
@@ -104,6 +106,7 @@ struct Agent {
     api: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     sampler: Sampler,
+    plugins: Plugins,
     /// Samples until the start-up (or reload) code pages are released.
     release_in: u32,
 }
@@ -130,12 +133,14 @@ impl Agent {
             started_at: SystemTime::now(),
             started: Instant::now(),
             last_sample_ms: AtomicU64::new(0),
+            custom: Arc::new(Mutex::new(Groups::default())),
         });
         let sampler = Sampler::spawn(
             Collector::new(ProcFs::from_env()),
             payloads,
             config.agent.interval,
             sd_notify::watchdog_enabled(),
+            shared.custom.clone(),
             ticks,
         )
         .map_err(DaemonError::Sampler)?;
@@ -149,7 +154,13 @@ impl Agent {
             shared,
             sampler,
             release_in: STEADY_AFTER_TICKS,
+            plugins: Plugins::default(),
         };
+        agent.plugins.start(
+            &agent.config.plugin,
+            agent.config.agent.interval,
+            &agent.shared.custom,
+        );
         agent.apply_postback()?;
         if agent.postback.is_none() {
             tracing::info!("no postback.url configured: printing payloads to stdout");
@@ -268,6 +279,10 @@ impl Agent {
                 self.host.clone(),
             );
         }
+        if (&new.plugin, new.agent.interval) != (&old.plugin, old.agent.interval) {
+            self.plugins
+                .start(&new.plugin, new.agent.interval, &self.shared.custom);
+        }
         if new.alert != old.alert || self.host != old_host {
             self.shared.lock_alerts().replace_rules(new, &self.host);
         }
@@ -301,6 +316,7 @@ impl Agent {
     /// Stops sampling; gives an in-flight postback a moment (the spool keeps the rest).
     async fn shutdown(mut self) {
         self.sampler.stop();
+        self.plugins.stop();
         if let Some(PostbackTask { tx, task }) = self.postback.take() {
             drop(tx);
             match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
@@ -393,6 +409,8 @@ pub struct Shared {
     pub started: Instant,
     /// Time of the last sample, Unix ms (0 before the first).
     pub last_sample_ms: AtomicU64,
+    /// Custom metric groups (plugins, pushed), read by the sampler.
+    pub custom: Arc<Mutex<Groups>>,
 }
 
 impl Shared {

@@ -204,7 +204,7 @@ fn print_metrics() -> std::io::Result<()> {
     let all = metrics::series(&collector.sample());
     let width = all.iter().map(|s| s.to_string().len()).max().unwrap_or(0);
     for s in &all {
-        let d = metrics::lookup(s.name);
+        let d = metrics::lookup(&s.name);
         let unit = d.map_or("", |d| d.unit);
         let help = d.map_or("", |d| d.help);
         let value = if s.value.fract() == 0.0 {

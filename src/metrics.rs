@@ -2,9 +2,11 @@
 //! (`disk.used_pct{mount=/}`), shared by alert rules, `hostbeat metrics` and
 //! the docs. A name, once published here, does not change meaning.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::collect::Sample;
+use crate::custom;
 
 /// One catalogue entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,10 +159,21 @@ pub fn lookup(name: &str) -> Option<&'static MetricDef> {
     CATALOGUE.iter().find(|d| d.name == name)
 }
 
+/// Prefix of custom metrics: `plugin.GROUP.METRIC`, numbers from plugins
+/// and pushed groups (no labels).
+pub const CUSTOM_PREFIX: &str = "plugin.";
+
+/// `(group, metric)` of a custom metric name such as `plugin.redis.clients`.
+pub fn custom_parts(name: &str) -> Option<(&str, &str)> {
+    let (group, metric) = name.strip_prefix(CUSTOM_PREFIX)?.split_once('.')?;
+    (custom::valid_name(group, false) && custom::valid_name(metric, true)).then_some((group, metric))
+}
+
 /// One value of one metric in one sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    pub name: &'static str,
+    /// A catalogue name, or a custom one (`plugin.GROUP.METRIC`).
+    pub name: Cow<'static, str>,
     /// `(label, value)` for labelled metrics.
     pub label: Option<(&'static str, String)>,
     pub value: f64,
@@ -168,7 +181,7 @@ pub struct Series {
 
 impl fmt::Display for Series {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name)?;
+        f.write_str(&self.name)?;
         if let Some((k, v)) = &self.label {
             write!(f, "{{{k}={v}}}")?;
         }
@@ -182,7 +195,7 @@ struct Out(Vec<Series>);
 impl Out {
     fn add(&mut self, name: &'static str, value: f64) {
         self.0.push(Series {
-            name,
+            name: Cow::Borrowed(name),
             label: None,
             value,
         });
@@ -191,7 +204,7 @@ impl Out {
     fn labelled(&mut self, name: &'static str, label_value: &str, value: f64) {
         let label = lookup(name).and_then(|d| d.label).unwrap_or("id");
         self.0.push(Series {
-            name,
+            name: Cow::Borrowed(name),
             label: Some((label, label_value.to_owned())),
             value,
         });
@@ -278,6 +291,17 @@ pub fn series(s: &Sample) -> Vec<Series> {
     if let Some(up) = s.uptime_s {
         o.add("system.uptime_s", up);
     }
+    for g in &s.custom {
+        for (metric, value) in g.metrics.iter() {
+            if let custom::Value::Number(v) = value {
+                o.0.push(Series {
+                    name: Cow::Owned(format!("{CUSTOM_PREFIX}{}.{metric}", g.name)),
+                    label: None,
+                    value: *v,
+                });
+            }
+        }
+    }
     o.0
 }
 
@@ -306,7 +330,7 @@ mod tests {
         let all = series(&c.sample());
         assert!(all.len() > 40);
         for s in &all {
-            let d = lookup(s.name).unwrap_or_else(|| panic!("{} not in catalogue", s.name));
+            let d = lookup(&s.name).unwrap_or_else(|| panic!("{} not in catalogue", s.name));
             assert_eq!(d.label, s.label.as_ref().map(|l| l.0), "{}", s.name);
         }
         let eth0 = all

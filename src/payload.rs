@@ -12,6 +12,7 @@ use serde::ser::{SerializeMap, Serializer};
 use crate::collect::cpu::CpuUsage;
 use crate::collect::process::{PsStart, PsTime, Tty};
 use crate::collect::{CpuSample, DiskIo, DiskUsage, NetIface, Process, Sample, SystemInfo};
+use crate::custom;
 
 /// The agent's version as sent in `agentVersion` and `User-Agent`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -193,7 +194,38 @@ struct Document<'a> {
     cpu: Option<CpuKeys>,
     #[serde(rename = "system.uptime", skip_serializing_if = "Option::is_none")]
     uptime: Option<f64>,
+    /// `{group: {metric: value}}`: plugins and pushed groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugins: Option<Plugins<'a>>,
     hostbeat: Own<'a>,
+}
+
+/// `plugins`: every custom group, by name.
+struct Plugins<'a>(&'a [custom::Group]);
+
+impl Serialize for Plugins<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for g in self.0 {
+            m.serialize_entry(&g.name, &GroupMetrics(&g.metrics))?;
+        }
+        m.end()
+    }
+}
+
+struct GroupMetrics<'a>(&'a custom::Metrics);
+
+impl Serialize for GroupMetrics<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            match value {
+                custom::Value::Number(f) => m.serialize_entry(name, f)?,
+                custom::Value::Text(t) => m.serialize_entry(name, t)?,
+            }
+        }
+        m.end()
+    }
 }
 
 /// hostbeat's own key: identity of this payload (`run` + `seq`).
@@ -426,6 +458,7 @@ fn document<'a>(
             cpu_stolen: t.steal,
         }),
         uptime: s.uptime_s,
+        plugins: (!s.custom.is_empty()).then_some(Plugins(&s.custom)),
         hostbeat: own,
     }
 }

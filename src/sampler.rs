@@ -3,12 +3,14 @@
 //! schedule is anchored to the start so no drift accumulates.
 
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::collect::{Collector, Sample};
+use crate::custom::Groups;
 use crate::payload::{Builder, Payload};
 
 /// Time from the priming sample to the first real one (rates need two).
@@ -65,6 +67,7 @@ impl Sampler {
         mut builder: Builder,
         mut interval: Duration,
         watchdog: Option<Duration>,
+        custom: Arc<Mutex<Groups>>,
         tx: mpsc::Sender<Tick>,
     ) -> std::io::Result<Self> {
         let (control, orders) = std_mpsc::channel();
@@ -106,7 +109,8 @@ impl Sampler {
                         Ok(Control::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
                     }
                     let began = Instant::now();
-                    let sample = collector.sample();
+                    let mut sample = collector.sample();
+                    sample.custom = custom.lock().unwrap_or_else(|e| e.into_inner()).snapshot(began);
                     let payload = builder.build(&sample);
                     let tick = Tick {
                         sample,

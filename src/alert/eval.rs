@@ -99,7 +99,7 @@ pub fn step<'a>(
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), v.clone()))
                     .collect();
-                let fp = fingerprint(&rule.name, rule.metric, &labels);
+                let fp = fingerprint(&rule.name, &rule.metric, &labels);
                 state.series.entry(key.to_owned()).or_insert(SeriesState {
                     labels,
                     fingerprint: fp,
@@ -306,7 +306,7 @@ fn note(
         rule: rule.name.clone(),
         severity,
         status,
-        metric: rule.metric.to_owned(),
+        metric: rule.metric.to_string(),
         labels: st.labels.clone(),
         value,
         threshold: rule.threshold(severity),
@@ -373,11 +373,11 @@ impl Evaluator {
     pub fn evaluate(&mut self, series: &[Series], now: Now) -> Vec<Notification> {
         let mut by_name: HashMap<&str, Vec<&Series>> = HashMap::new();
         for s in series {
-            by_name.entry(s.name).or_default().push(s);
+            by_name.entry(s.name.as_ref()).or_default().push(s);
         }
         let mut out = Vec::new();
         for (rule, state) in &mut self.rules {
-            let mine = by_name.get(rule.metric).map_or(&[][..], Vec::as_slice);
+            let mine = by_name.get(rule.metric.as_ref()).map_or(&[][..], Vec::as_slice);
             out.extend(step(rule, state, mine.iter().copied(), now, &self.host));
         }
         out
@@ -405,7 +405,7 @@ impl Evaluator {
                 };
                 out.push(AlertView {
                     rule: rule.name.clone(),
-                    metric: rule.metric.to_owned(),
+                    metric: rule.metric.to_string(),
                     labels: st.labels.clone(),
                     state: name,
                     severity,
@@ -436,7 +436,7 @@ impl Evaluator {
                 {
                     out.push(FiringRecord {
                         rule: rule.name.clone(),
-                        metric: rule.metric.to_owned(),
+                        metric: rule.metric.to_string(),
                         key: key.clone(),
                         labels: st.labels.clone(),
                         severity: severity.as_str().to_owned(),
@@ -467,7 +467,7 @@ impl Evaluator {
                 r.key.clone(),
                 SeriesState {
                     labels: r.labels.clone(),
-                    fingerprint: fingerprint(&rule.name, rule.metric, &r.labels),
+                    fingerprint: fingerprint(&rule.name, &rule.metric, &r.labels),
                     phase: Phase::Firing {
                         severity,
                         started_at: from_millis(r.started_at_ms),
@@ -522,7 +522,7 @@ mod tests {
 
     fn disk(mount: &str, v: f64) -> Series {
         Series {
-            name: "disk.used_pct",
+            name: "disk.used_pct".into(),
             label: Some(("mount", mount.into())),
             value: v,
         }
@@ -623,7 +623,7 @@ mod tests {
         let clock = Clock(Instant::now());
         let mut st = RuleState::default();
         let low = Series {
-            name: "mem.available_bytes",
+            name: "mem.available_bytes".into(),
             label: None,
             value: 50.0,
         };

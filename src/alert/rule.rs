@@ -1,5 +1,6 @@
 //! Alert rules: the `[[alert]]` schema, its validation and the compiled form.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -93,9 +94,17 @@ impl RuleSpec {
             v.push(("name", "is required".into()));
         }
         match metrics::lookup(&self.metric) {
+            None if metrics::custom_parts(&self.metric).is_some() => {
+                if let Some(key) = self.labels.keys().next() {
+                    v.push(("labels", format!("custom metrics have no labels, not {key:?}")));
+                }
+            }
             None => v.push((
                 "metric",
-                format!("unknown metric {:?} (see `hostbeat metrics`)", self.metric),
+                format!(
+                    "unknown metric {:?} (see `hostbeat metrics`; custom metrics are plugin.GROUP.METRIC)",
+                    self.metric
+                ),
             )),
             Some(def) => {
                 for key in self.labels.keys() {
@@ -175,7 +184,7 @@ impl RuleSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub name: String,
-    pub metric: &'static str,
+    pub metric: Cow<'static, str>,
     /// `(label, glob)`.
     pub matchers: Vec<(String, String)>,
     pub condition: Condition,
@@ -199,7 +208,10 @@ impl Rule {
         if !spec.validate().is_empty() {
             return None;
         }
-        let metric = metrics::lookup(&spec.metric)?.name;
+        let metric = match metrics::lookup(&spec.metric) {
+            Some(def) => Cow::Borrowed(def.name),
+            None => Cow::Owned(spec.metric.clone()),
+        };
         Some(Rule {
             name: spec.name.clone(),
             metric,

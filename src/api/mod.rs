@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -19,6 +20,7 @@ use governor::Quota;
 use serde_json::{Value, json};
 
 use crate::config::Api;
+use crate::custom;
 use crate::daemon::Shared;
 use crate::retry::Limiter;
 use crate::secret::{MASK, Secret};
@@ -44,6 +46,8 @@ pub struct ApiState {
     shared: Arc<Shared>,
     token: Secret,
     limiter: Arc<Limiter>,
+    /// How long pushed metrics count.
+    push_ttl: Duration,
 }
 
 impl ApiState {
@@ -55,6 +59,7 @@ impl ApiState {
             shared,
             token: api.token.clone().unwrap_or_default(),
             limiter: Arc::new(crate::retry::limiter(Quota::per_second(rate).allow_burst(burst))),
+            push_ttl: api.push_ttl,
         }
     }
 }
@@ -90,7 +95,8 @@ pub fn router(state: ApiState) -> Router {
     let mut r = Router::new()
         .route("/status", get(status))
         .route("/alerts", get(alerts))
-        .route("/openapi.json", get(openapi));
+        .route("/openapi.json", get(openapi))
+        .route("/metrics/{group}", post(push));
     for prefix in PREFIXES {
         r = r
             .route(prefix, get(list).post(create))
@@ -186,8 +192,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A JSON body: 415 if not declared as JSON, 413 over [`BODY_LIMIT`], 400 if
-/// it does not parse as a destination.
-async fn spec_body(req: Request) -> Result<DestinationSpec, Response> {
+/// it does not parse as a `T`.
+async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, Response> {
     let json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -284,7 +290,7 @@ async fn get_one(State(s): State<ApiState>, Path(p): Path<HashMap<String, String
 }
 
 async fn create(State(s): State<ApiState>, req: Request<Body>) -> Response {
-    let spec = match spec_body(req).await {
+    let spec = match json_body::<DestinationSpec>(req).await {
         Ok(spec) => spec,
         Err(resp) => return resp,
     };
@@ -311,7 +317,7 @@ async fn replace(
         Some(Origin::Config) => return refused(RegistryError::ReadOnly(id)),
         Some(Origin::Api) => {}
     }
-    let spec = match spec_body(req).await {
+    let spec = match json_body::<DestinationSpec>(req).await {
         Ok(spec) => spec,
         Err(resp) => return resp,
     };
@@ -359,6 +365,48 @@ async fn test(State(s): State<ApiState>, Path(p): Path<HashMap<String, String>>)
             "error": error,
         }),
     )
+}
+
+/// `POST /metrics/{group}`: a JSON object `{metric: number | string}` that
+/// replaces the group's metrics until `api.push_ttl` has passed.
+async fn push(
+    State(s): State<ApiState>,
+    Path(p): Path<HashMap<String, String>>,
+    req: Request<Body>,
+) -> Response {
+    let group = p.get("group").map_or("", String::as_str);
+    if !custom::valid_name(group, false) {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "group {group:?}: 1 to {} letters, digits, '_' or '-'",
+                custom::MAX_NAME
+            ),
+        );
+    }
+    let object = match json_body::<serde_json::Map<String, Value>>(req).await {
+        Ok(object) => object,
+        Err(resp) => return resp,
+    };
+    let metrics = match custom::from_json(object) {
+        Ok(metrics) => metrics,
+        Err(problems) => return fail_all(StatusCode::BAD_REQUEST, &problems),
+    };
+    let mut groups = s.shared.custom.lock().unwrap_or_else(|e| e.into_inner());
+    if groups.is_plugin(group) {
+        return fail(
+            StatusCode::CONFLICT,
+            &format!("group {group:?} belongs to a [[plugin]] of the configuration"),
+        );
+    }
+    let names: Vec<&String> = metrics.keys().collect();
+    let result = json!({
+        "group": group,
+        "metrics": names,
+        "expires_at": rfc3339(SystemTime::now() + s.push_ttl),
+    });
+    groups.set(group, metrics, Some(Instant::now() + s.push_ttl));
+    ok(StatusCode::OK, result)
 }
 
 async fn status(State(s): State<ApiState>) -> Response {

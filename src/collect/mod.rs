@@ -180,6 +180,9 @@ pub struct Sample {
     pub processes: Option<ProcessTable>,
     /// Seconds since boot.
     pub uptime_s: Option<f64>,
+    /// Custom metrics (plugins, pushed groups), by group name; filled in
+    /// by the sampler, not the collector.
+    pub custom: Vec<crate::custom::Group>,
 }
 
 /// Owns what must live between samples and produces [`Sample`]s.
@@ -244,6 +247,7 @@ impl Collector {
             net,
             processes,
             uptime_s,
+            custom: Vec::new(),
         }
     }
 }

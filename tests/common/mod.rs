@@ -822,7 +822,7 @@ impl Config {
 }
 
 /// A TOML basic string.
-fn toml_str(s: &str) -> String {
+pub fn toml_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for ch in s.chars() {
