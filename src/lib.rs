@@ -12,6 +12,7 @@ pub mod config;
 pub mod custom;
 pub mod daemon;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod payload;
 pub mod plugin;

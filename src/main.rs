@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use hostbeat::collect::{Collector, ProcFs};
 use hostbeat::config::{self, Config, ConfigError, LogFormat};
 use hostbeat::{daemon, metrics, sampler};
@@ -39,13 +38,21 @@ fn main() -> ExitCode {
     match dispatch(command, config.as_deref(), log_level.as_deref()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hostbeat: {e:#}");
+            eprintln!("hostbeat: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn dispatch(command: Command, path: Option<&Path>, log_level: Option<&str>) -> anyhow::Result<ExitCode> {
+/// An error for the one line `main` prints (`hostbeat: what: why`).
+type Failed = Box<dyn std::error::Error>;
+
+/// `e`, prefixed with what was being done.
+fn context(what: &str, e: impl std::fmt::Display) -> Failed {
+    format!("{what}: {e}").into()
+}
+
+fn dispatch(command: Command, path: Option<&Path>, log_level: Option<&str>) -> Result<ExitCode, Failed> {
     if command == Command::CheckConfig {
         return Ok(check_config(path));
     }
@@ -61,7 +68,7 @@ fn dispatch(command: Command, path: Option<&Path>, log_level: Option<&str>) -> a
     match command {
         Command::Once => once(&config)?,
         Command::WebhookTest { name } => return webhook_test(&config, &name),
-        Command::Run => daemon::run(config, config_path(path)).context("hostbeat run")?,
+        Command::Run => daemon::run(config, config_path(path)).map_err(|e| context("hostbeat run", e))?,
         Command::CheckConfig | Command::Metrics => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -119,7 +126,7 @@ fn check_config(path: Option<&Path>) -> ExitCode {
 }
 
 /// Two samples [`sampler::WARMUP`] apart so rates are real; prints the second's payload.
-fn once(config: &Config) -> anyhow::Result<()> {
+fn once(config: &Config) -> Result<(), Failed> {
     let mut collector = Collector::new(ProcFs::from_env());
     let mut builder = daemon::builder(config);
     collector.sample();
@@ -131,7 +138,7 @@ fn once(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Sends one test notification, without retries; exit 1 when it fails.
-fn webhook_test(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
+fn webhook_test(config: &Config, name: &str) -> Result<ExitCode, Failed> {
     use hostbeat::webhook::{Destination, Kind, Message, deliver, registry};
     let Some(spec) = config.webhook.iter().find(|w| w.name.as_deref() == Some(name)) else {
         let names: Vec<&str> = config.webhook.iter().filter_map(|w| w.name.as_deref()).collect();
@@ -141,12 +148,13 @@ fn webhook_test(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EX_CONFIG));
     };
-    let dest = Destination::from_spec(spec, name).map_err(|v| anyhow::anyhow!("{v:?}"))?;
+    let dest = Destination::from_spec(spec, name).map_err(|v| format!("{v:?}"))?;
     let path = deliver::state_path(&config.agent.state_dir, &registry::config_id(name));
     let mut state = hostbeat::store::load_json(&path).unwrap_or_default();
     let (key, generated) = deliver::signing_key(&dest, &mut state);
     if generated {
-        hostbeat::store::save_json(&path, &state).context("saving the generated signing secret")?;
+        hostbeat::store::save_json(&path, &state)
+            .map_err(|e| context("saving the generated signing secret", e))?;
         eprintln!(
             "hostbeat: generated a signing secret for {name:?}, kept in {}",
             path.display()
@@ -167,7 +175,7 @@ fn webhook_test(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
         .build()?
         .block_on(async {
             let client = hostbeat::http::client()?;
-            anyhow::Ok(deliver::attempt(&client, &dest, &key, &job.id, &job.body).await)
+            Ok::<_, Failed>(deliver::attempt(&client, &dest, &key, &job.id, &job.body).await)
         })?;
     let ms = attempt.latency.as_secs_f64() * 1e3;
     let status = attempt
@@ -223,23 +231,20 @@ fn print_metrics() -> std::io::Result<()> {
 /// tracing to stderr: `RUST_LOG`, else `--log-level`, else `[log] level`.
 /// Plain lines without timestamps under the journal (it stamps them).
 fn init_logging(cli_level: Option<&str>, config: &Config) {
+    use hostbeat::logging::{Logger, Style};
     use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
     let directive = cli_level.unwrap_or(&config.log.level);
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse::<Targets>().ok())
         .or_else(|| directive.parse().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match (config.log.format, journal) {
-        (LogFormat::Json, _) => registry.with(builder.json()).try_init(),
-        (LogFormat::Text, true) => registry.with(builder.without_time()).try_init(),
-        (LogFormat::Text, false) => registry.with(builder).try_init(),
+    let style = match config.log.format {
+        LogFormat::Json => Style::Json,
+        // The journal stamps every line itself.
+        LogFormat::Text => Style::Text {
+            time: std::env::var_os("JOURNAL_STREAM").is_none(),
+        },
     };
+    Logger::new(filter, style).install();
 }

@@ -2133,6 +2133,8 @@ impl Op {
         for name in params_of(&self.path) {
             let value = if name.to_ascii_lowercase().contains("account") {
                 account
+            } else if name == "group" {
+                "openapi_probe"
             } else {
                 id
             };
@@ -2144,11 +2146,16 @@ impl Op {
     fn has_id(&self) -> bool {
         params_of(&self.path)
             .iter()
-            .any(|n| !n.to_ascii_lowercase().contains("account"))
+            .any(|n| !n.to_ascii_lowercase().contains("account") && n != "group")
     }
 
     fn is_test(&self) -> bool {
         self.path.ends_with("/test")
+    }
+
+    /// `POST /metrics/{group}`: its body is metrics, not a destination.
+    fn is_push(&self) -> bool {
+        self.path.starts_with("/metrics/")
     }
 }
 
@@ -2367,7 +2374,22 @@ fn openapi_document_matches_the_api() {
                     .map(|(_, v)| v["schema"].clone())
             })
         });
-        if body_needed {
+        let metrics_body = json!({"queue": 3, "mode": "ok", "ratio": 0.5});
+        if body_needed && o.is_push() {
+            match &request_schema {
+                None => failures.push(format!("{label}: no JSON requestBody schema documented")),
+                Some(s) => {
+                    for e in schemas.errors(s, &metrics_body) {
+                        failures.push(format!(
+                            "{label}: a valid metrics body does not match the request schema: {e}"
+                        ));
+                    }
+                    if schemas.errors(s, &json!({"queue": [1]})).is_empty() {
+                        failures.push(format!("{label}: the request schema admits an array value"));
+                    }
+                }
+            }
+        } else if body_needed {
             match &request_schema {
                 None => failures.push(format!("{label}: no JSON requestBody schema documented")),
                 Some(s) => {
@@ -2440,6 +2462,7 @@ fn openapi_document_matches_the_api() {
         };
         let path = o.concrete(&id, ACCOUNT);
         let request_body = match o.method.as_str() {
+            "post" if body_needed && o.is_push() => Some(metrics_body.clone()),
             "post" | "put" if body_needed => Some(create_body(if o.method == "put" {
                 "live-put"
             } else {
@@ -2513,10 +2536,14 @@ fn openapi_document_matches_the_api() {
         }
         if body_needed {
             let target = o.concrete(&live_id, ACCOUNT);
+            let invalid = match o.is_push() {
+                true => json!({"a b": [1], "ok": 1}),
+                false => invalid_body.clone(),
+            };
             probe(
                 "invalid body",
                 400,
-                api.call(&method, &target, Some(&invalid_body)),
+                api.call(&method, &target, Some(&invalid)),
                 &mut failures,
             );
             probe(

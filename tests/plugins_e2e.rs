@@ -154,11 +154,15 @@ fn plugins_merge_into_payload_and_alerts_and_leave_no_process() {
     let listed = std::fs::read_to_string(&pids).unwrap();
     assert_eq!(listed.lines().count(), 2, "{listed}");
     assert_eq!(running(&pids), Vec::<u32>::new(), "plugin processes left running");
-    assert!(
-        zombies_of(daemon.pid()).is_empty(),
-        "zombies: {:?}",
-        zombies_of(daemon.pid())
-    );
+    // Plugins run every 500 ms: a child that just exited is a zombie until
+    // the runtime reaps it, so only one that stays one is a leak.
+    let before = zombies_of(daemon.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let kept: Vec<u32> = zombies_of(daemon.pid())
+        .into_iter()
+        .filter(|z| before.contains(z))
+        .collect();
+    assert!(kept.is_empty(), "zombies not reaped within 1 s: {kept:?}");
 
     daemon.signal(libc::SIGTERM);
     assert!(
