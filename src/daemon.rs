@@ -21,6 +21,7 @@ use crate::metrics;
 use crate::payload::Builder;
 use crate::plugin::Plugins;
 use crate::postback::{self, Client, Msg};
+use crate::prometheus;
 use crate::sampler::{Sampler, Tick};
 use crate::store::StateFile;
 use crate::webhook::registry::Registry;
@@ -49,6 +50,8 @@ pub enum DaemonError {
     Http(String),
     #[error("api.listen: cannot listen on {0}: {1}")]
     Api(String, std::io::Error),
+    #[error("prometheus.listen: cannot listen on {0}: {1}")]
+    Prometheus(String, std::io::Error),
 }
 
 /// Runs the agent until SIGTERM or SIGINT; SIGHUP re-reads `path`.
@@ -104,6 +107,7 @@ struct Agent {
     http: Option<reqwest::Client>,
     postback: Option<PostbackTask>,
     api: Option<JoinHandle<()>>,
+    prometheus: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     sampler: Sampler,
     plugins: Plugins,
@@ -134,6 +138,7 @@ impl Agent {
             started: Instant::now(),
             last_sample_ms: AtomicU64::new(0),
             custom: Arc::new(Mutex::new(Groups::default())),
+            scrape: Mutex::new(None),
         });
         let sampler = Sampler::spawn(
             Collector::new(ProcFs::from_env()),
@@ -151,6 +156,7 @@ impl Agent {
             http,
             postback: None,
             api: None,
+            prometheus: None,
             shared,
             sampler,
             release_in: STEADY_AFTER_TICKS,
@@ -167,6 +173,9 @@ impl Agent {
         }
         if let Some(api) = agent.config.api.clone() {
             agent.api = Some(start_api(&agent.shared, &api).await?);
+        }
+        if let Some(p) = agent.config.prometheus.clone() {
+            agent.prometheus = Some(start_prometheus(&agent.shared, &p).await?);
         }
         Ok(agent)
     }
@@ -224,6 +233,15 @@ impl Agent {
         sh.last_sample_ms
             .store(crate::timefmt::to_millis(tick.sample.taken_at), Ordering::Relaxed);
         sh.lock_alerts().evaluate(&sh.lock_registry(), &tick.sample);
+        if self.prometheus.is_some() {
+            let scrape = prometheus::Scrape {
+                series: metrics::series(&tick.sample),
+                taken_at: tick.sample.taken_at,
+                seq: tick.payload.seq,
+                cost: tick.cost,
+            };
+            *sh.scrape.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(scrape));
+        }
         tracing::debug!(
             seq = tick.payload.seq,
             bytes = tick.payload.json.len(),
@@ -310,6 +328,19 @@ impl Agent {
                 }
             }
         }
+        if self.config.prometheus != old.prometheus {
+            if let Some(task) = self.prometheus.take() {
+                task.abort();
+                let _ = task.await;
+            }
+            *self.shared.scrape.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            if let Some(p) = self.config.prometheus.clone() {
+                match start_prometheus(&self.shared, &p).await {
+                    Ok(task) => self.prometheus = Some(task),
+                    Err(e) => tracing::error!("prometheus endpoint not restarted: {e}"),
+                }
+            }
+        }
         tracing::info!(path = %path.display(), "configuration reloaded");
     }
 
@@ -347,6 +378,21 @@ fn new_http() -> Result<reqwest::Client, DaemonError> {
 }
 
 /// Binds the management API and serves it in a task.
+async fn start_prometheus(
+    shared: &Arc<Shared>,
+    p: &config::Prometheus,
+) -> Result<JoinHandle<()>, DaemonError> {
+    let fail = |e: std::io::Error| DaemonError::Prometheus(p.listen.clone(), e);
+    let addr: std::net::SocketAddr = p
+        .listen
+        .parse()
+        .map_err(|_| fail(std::io::ErrorKind::InvalidInput.into()))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    tracing::info!(addr = %bound, "prometheus endpoint listening");
+    Ok(tokio::spawn(prometheus::serve(listener, shared.clone())))
+}
+
 async fn start_api(shared: &Arc<Shared>, api: &config::Api) -> Result<JoinHandle<()>, DaemonError> {
     let fail = |e: std::io::Error| DaemonError::Api(api.listen.clone(), e);
     let addr: std::net::SocketAddr = api
@@ -411,9 +457,30 @@ pub struct Shared {
     pub last_sample_ms: AtomicU64,
     /// Custom metric groups (plugins, pushed), read by the sampler.
     pub custom: Arc<Mutex<Groups>>,
+    /// The last sample as the Prometheus endpoint serves it (kept only
+    /// while the endpoint is on).
+    pub scrape: Mutex<Option<Arc<prometheus::Scrape>>>,
 }
 
 impl Shared {
+    /// The Prometheus exposition of the last sample, the alert states
+    /// and the agent's own counters.
+    pub fn prometheus_text(&self) -> String {
+        let scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let alerts = self.lock_alerts().evaluator().states();
+        let status = self.postback.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let st = &status.stats;
+        let health = prometheus::Health {
+            postbacks_delivered: st.delivered,
+            postback_failed_attempts: st.failed_attempts,
+            postbacks_rejected: st.rejected,
+            postbacks_dropped: st.spool.dropped_for_size + st.spool.dropped_for_age + st.spool.corrupt,
+            spool_queued: st.queued as u64,
+            webhook_outcomes: crate::webhook::deliver::OUTCOMES.counts(),
+        };
+        prometheus::render(scrape.as_deref(), &alerts, &health)
+    }
+
     /// The registry (a panic elsewhere does not lock it for good).
     pub fn lock_registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())

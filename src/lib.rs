@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod payload;
 pub mod plugin;
 pub mod postback;
+pub mod prometheus;
 pub mod residency;
 pub mod retry;
 pub mod sampler;

@@ -65,17 +65,21 @@ impl ApiState {
 }
 
 /// Serves the API on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) {
+    serve_router(listener, router(state), "management API").await
+}
+
+/// Serves `app` on `listener` until the task ends (`what` names it in logs).
 ///
 /// HTTP/1.1 only, one task per connection, straight on hyper: axum's own
-/// `serve` would add HTTP/2 detection and upgrades the API never uses.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) {
-    let app = router(state);
+/// `serve` would add HTTP/2 detection and upgrades neither endpoint uses.
+pub async fn serve_router(listener: tokio::net::TcpListener, app: Router, what: &'static str) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors, most likely: wait, do not spin.
-                tracing::warn!("management API: accept failed: {e}");
+                tracing::warn!("{what}: accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
             }

@@ -6,6 +6,7 @@
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -194,6 +195,39 @@ pub enum Cmd {
     Delete,
 }
 
+/// Delivery attempts of every destination since start, by outcome (for
+/// the Prometheus endpoint).
+pub static OUTCOMES: Outcomes = Outcomes {
+    delivered: AtomicU64::new(0),
+    retried: AtomicU64::new(0),
+    rejected: AtomicU64::new(0),
+    gone: AtomicU64::new(0),
+};
+
+/// Counters of delivery attempts.
+pub struct Outcomes {
+    delivered: AtomicU64,
+    retried: AtomicU64,
+    rejected: AtomicU64,
+    gone: AtomicU64,
+}
+
+impl Outcomes {
+    /// `(outcome, attempts)`: delivered, failed (to be retried or given
+    /// up), rejected (4xx, not retried), gone (410).
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("delivered", &self.delivered),
+            ("failed", &self.retried),
+            ("rejected", &self.rejected),
+            ("gone", &self.gone),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
+        .collect()
+    }
+}
+
 /// A destination's delivery state as others may read it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestStatus {
@@ -338,11 +372,13 @@ impl Worker {
         let now_ms = to_millis(SystemTime::now());
         match a.result {
             Outcome::Delivered => {
+                OUTCOMES.delivered.fetch_add(1, Ordering::Relaxed);
                 self.state.pending.remove(0);
                 self.state.last_success_ms = Some(now_ms);
                 tracing::info!(webhook = %name, %id, %status, attempts, latency_ms = a.latency.as_millis() as u64, "webhook delivered");
             }
             Outcome::Retry(retry_after, err) => {
+                OUTCOMES.retried.fetch_add(1, Ordering::Relaxed);
                 self.state.last_failure_ms = Some(now_ms);
                 let t = &self.dest.tuning;
                 if now_ms.saturating_sub(first) >= t.retry_for.as_millis() as u64 {
@@ -363,12 +399,14 @@ impl Worker {
                 }
             }
             Outcome::Fail(err) => {
+                OUTCOMES.rejected.fetch_add(1, Ordering::Relaxed);
                 self.state.pending.remove(0);
                 self.state.last_failure_ms = Some(now_ms);
                 tracing::error!(webhook = %name, %id, attempts, "webhook rejected, not retried: {err}");
                 self.state.last_error = Some(err);
             }
             Outcome::Gone(err) => {
+                OUTCOMES.gone.fetch_add(1, Ordering::Relaxed);
                 let dropped = self.state.pending.len();
                 self.state.pending.clear();
                 self.state.last_failure_ms = Some(now_ms);

@@ -1087,28 +1087,30 @@ impl Daemon {
     /// Waits for `management API listening … addr=127.0.0.1:PORT` in the log
     /// and returns that (loopback) address. Panics after `timeout`.
     pub fn wait_api_addr(&self, timeout: Duration) -> SocketAddr {
+        self.wait_listening("management API listening", timeout)
+    }
+
+    /// The address of the log line `what … addr=…` (a listener on port 0).
+    pub fn wait_listening(&self, what: &str, timeout: Duration) -> SocketAddr {
         let deadline = Instant::now() + timeout;
         loop {
             let err = self.stderr();
-            let found = err
-                .lines()
-                .filter(|l| l.contains("management API listening"))
-                .find_map(|l| {
-                    let rest = &l[l.find("addr=")? + 5..];
-                    let v: String = rest
-                        .trim_start_matches('"')
-                        .chars()
-                        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
-                        .collect();
-                    v.parse::<SocketAddr>().ok()
-                });
+            let found = err.lines().filter(|l| l.contains(what)).find_map(|l| {
+                let rest = &l[l.find("addr=")? + 5..];
+                let v: String = rest
+                    .trim_start_matches('"')
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
+                    .collect();
+                v.parse::<SocketAddr>().ok()
+            });
             if let Some(addr) = found {
-                assert!(addr.ip().is_loopback(), "the API listens on {addr}, not loopback");
+                assert!(addr.ip().is_loopback(), "{what} on {addr}, not loopback");
                 return addr;
             }
             assert!(
                 Instant::now() < deadline,
-                "no `management API listening … addr=…` line within {timeout:?}; stderr:\n{err}"
+                "no `{what} … addr=…` line within {timeout:?}; stderr:\n{err}"
             );
             thread::sleep(Duration::from_millis(20));
         }
