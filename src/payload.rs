@@ -220,6 +220,10 @@ impl Serialize for GroupMetrics<'_> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (name, value) in self.0 {
             match value {
+                // Whole numbers as integers, as the plugin printed them.
+                custom::Value::Number(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    m.serialize_entry(name, &(*f as i64))?
+                }
                 custom::Value::Number(f) => m.serialize_entry(name, f)?,
                 custom::Value::Text(t) => m.serialize_entry(name, t)?,
             }
@@ -570,6 +574,29 @@ mod tests {
         sample.cpu = Some(crate::collect::cpu::compare(Some(&before), &after));
         let second = b.build(&sample);
         (first, second)
+    }
+
+    #[test]
+    fn custom_groups_go_under_plugins() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proc");
+        let mut sample = Collector::new(ProcFs::at(root)).sample();
+        let mut b = Builder::new("k".into(), "h".into(), SystemInfo::default());
+        let plain: Value = serde_json::from_slice(&b.build(&sample).json).unwrap();
+        assert!(plain.get("plugins").is_none(), "no groups, no key");
+        let metrics = custom::parse_output(br#"{"clients": 12, "ratio": 0.25, "role": "master"}"#).unwrap();
+        sample.custom = vec![custom::Group {
+            name: "redis".into(),
+            metrics: Arc::new(metrics),
+        }];
+        let v: Value = serde_json::from_slice(&b.build(&sample).json).unwrap();
+        assert_eq!(
+            v["plugins"],
+            serde_json::json!({"redis": {"clients": 12, "ratio": 0.25, "role": "master"}})
+        );
+        assert!(
+            v["plugins"]["redis"]["clients"].is_i64(),
+            "whole numbers stay integers"
+        );
     }
 
     #[test]
