@@ -495,6 +495,19 @@ fn display_path(c: &Config, path: &[String]) -> String {
     }
 }
 
+/// A `listen` address: it parses, and is loopback unless `allow_remote`.
+fn check_listen(listen: &str, allow_remote: bool, example: &str) -> Result<std::net::SocketAddr, String> {
+    let a: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| format!("{listen:?} is not an address like {example}"))?;
+    if !a.ip().is_loopback() && !allow_remote {
+        return Err(format!(
+            "{a} is not a loopback address; set allow_remote = true to expose it"
+        ));
+    }
+    Ok(a)
+}
+
 /// Every rule a parsed config breaks, as (field path, message). Paths into
 /// arrays hold the index (`["webhook", "0", "token"]`).
 pub fn validate(c: &Config) -> Vec<(Vec<String>, String)> {
@@ -581,16 +594,8 @@ pub fn validate(c: &Config) -> Vec<(Vec<String>, String)> {
     }
 
     if let Some(api) = &c.api {
-        match api.listen.parse::<std::net::SocketAddr>() {
-            Err(_) => bad(
-                &["api", "listen"],
-                format!("{:?} is not an address like 127.0.0.1:8631", api.listen),
-            ),
-            Ok(a) if !a.ip().is_loopback() && !api.allow_remote => bad(
-                &["api", "listen"],
-                format!("{a} is not a loopback address; set allow_remote = true to expose the API"),
-            ),
-            Ok(_) => {}
+        if let Err(msg) = check_listen(&api.listen, api.allow_remote, "127.0.0.1:8631") {
+            bad(&["api", "listen"], msg);
         }
         if api.token.is_some() && api.token_file.is_some() {
             bad(
@@ -612,23 +617,17 @@ pub fn validate(c: &Config) -> Vec<(Vec<String>, String)> {
     }
 
     if let Some(p) = &c.prometheus {
-        match p.listen.parse::<std::net::SocketAddr>() {
-            Err(_) => bad(
-                &["prometheus", "listen"],
-                format!("{:?} is not an address like 127.0.0.1:9631", p.listen),
-            ),
-            Ok(a) if !a.ip().is_loopback() && !p.allow_remote => bad(
-                &["prometheus", "listen"],
-                format!("{a} is not a loopback address; set allow_remote = true to expose the endpoint"),
-            ),
-            Ok(a) => {
-                if c.api
-                    .as_ref()
-                    .is_some_and(|api| api.listen.parse().ok() == Some(a) && a.port() != 0)
-                {
-                    bad(&["prometheus", "listen"], format!("{a} is api.listen already"));
-                }
+        match check_listen(&p.listen, p.allow_remote, "127.0.0.1:9631") {
+            Err(msg) => bad(&["prometheus", "listen"], msg),
+            Ok(a)
+                if a.port() != 0
+                    && c.api
+                        .as_ref()
+                        .is_some_and(|api| api.listen.parse().ok() == Some(a)) =>
+            {
+                bad(&["prometheus", "listen"], format!("{a} is api.listen already"))
             }
+            Ok(_) => {}
         }
     }
 

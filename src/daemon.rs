@@ -48,10 +48,9 @@ pub enum DaemonError {
     Client(#[from] postback::ClientError),
     #[error("building the HTTP client: {0}")]
     Http(String),
-    #[error("api.listen: cannot listen on {0}: {1}")]
-    Api(String, std::io::Error),
-    #[error("prometheus.listen: cannot listen on {0}: {1}")]
-    Prometheus(String, std::io::Error),
+    /// `(field, address, why)`: `api.listen` or `prometheus.listen`.
+    #[error("{0}: cannot listen on {1}: {2}")]
+    Listen(&'static str, String, std::io::Error),
 }
 
 /// Runs the agent until SIGTERM or SIGINT; SIGHUP re-reads `path`.
@@ -317,28 +316,16 @@ impl Agent {
             }
         }
         if self.config.api != old.api {
-            if let Some(task) = self.api.take() {
-                task.abort();
-                let _ = task.await;
-            }
+            stop(self.api.take()).await;
             if let Some(api) = self.config.api.clone() {
-                match start_api(&self.shared, &api).await {
-                    Ok(task) => self.api = Some(task),
-                    Err(e) => tracing::error!("management API not restarted: {e}"),
-                }
+                self.api = started("management API", start_api(&self.shared, &api).await);
             }
         }
         if self.config.prometheus != old.prometheus {
-            if let Some(task) = self.prometheus.take() {
-                task.abort();
-                let _ = task.await;
-            }
+            stop(self.prometheus.take()).await;
             *self.shared.scrape.lock().unwrap_or_else(|e| e.into_inner()) = None;
             if let Some(p) = self.config.prometheus.clone() {
-                match start_prometheus(&self.shared, &p).await {
-                    Ok(task) => self.prometheus = Some(task),
-                    Err(e) => tracing::error!("prometheus endpoint not restarted: {e}"),
-                }
+                self.prometheus = started("prometheus endpoint", start_prometheus(&self.shared, &p).await);
             }
         }
         tracing::info!(path = %path.display(), "configuration reloaded");
@@ -378,30 +365,46 @@ fn new_http() -> Result<reqwest::Client, DaemonError> {
 }
 
 /// Binds the management API and serves it in a task.
+/// Ends a listener's task, if any, and waits for it.
+async fn stop(task: Option<JoinHandle<()>>) {
+    if let Some(task) = task {
+        task.abort();
+        let _ = task.await;
+    }
+}
+
+/// The task of a listener restarted at reload; a failure is logged.
+fn started(what: &str, task: Result<JoinHandle<()>, DaemonError>) -> Option<JoinHandle<()>> {
+    task.map_err(|e| tracing::error!("{what} not restarted: {e}"))
+        .ok()
+}
+
+/// A listener on `listen` (the `field` of the config), logged as `what`.
+async fn listen(
+    field: &'static str,
+    listen: &str,
+    what: &str,
+) -> Result<tokio::net::TcpListener, DaemonError> {
+    let fail = |e: std::io::Error| DaemonError::Listen(field, listen.to_owned(), e);
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| fail(std::io::ErrorKind::InvalidInput.into()))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    tracing::info!(addr = %bound, "{what} listening");
+    Ok(listener)
+}
+
 async fn start_prometheus(
     shared: &Arc<Shared>,
     p: &config::Prometheus,
 ) -> Result<JoinHandle<()>, DaemonError> {
-    let fail = |e: std::io::Error| DaemonError::Prometheus(p.listen.clone(), e);
-    let addr: std::net::SocketAddr = p
-        .listen
-        .parse()
-        .map_err(|_| fail(std::io::ErrorKind::InvalidInput.into()))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
-    let bound = listener.local_addr().map_err(fail)?;
-    tracing::info!(addr = %bound, "prometheus endpoint listening");
+    let listener = listen("prometheus.listen", &p.listen, "prometheus endpoint").await?;
     Ok(tokio::spawn(prometheus::serve(listener, shared.clone())))
 }
 
 async fn start_api(shared: &Arc<Shared>, api: &config::Api) -> Result<JoinHandle<()>, DaemonError> {
-    let fail = |e: std::io::Error| DaemonError::Api(api.listen.clone(), e);
-    let addr: std::net::SocketAddr = api
-        .listen
-        .parse()
-        .map_err(|_| fail(std::io::ErrorKind::InvalidInput.into()))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
-    let bound = listener.local_addr().map_err(fail)?;
-    tracing::info!(addr = %bound, "management API listening");
+    let listener = listen("api.listen", &api.listen, "management API").await?;
     Ok(tokio::spawn(crate::api::serve(
         listener,
         crate::api::ApiState::new(shared.clone(), api),
