@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::alert::{Evaluator, FiringRecord, Now, Rule};
-use crate::collect::{Collector, ProcFs, Sample, SystemInfo};
+use crate::collect::{Collector, ProcFs, SystemInfo};
 use crate::config::{self, Config};
 use crate::custom::Groups;
 use crate::metrics;
@@ -231,15 +231,19 @@ impl Agent {
         let sh = &self.shared;
         sh.last_sample_ms
             .store(crate::timefmt::to_millis(tick.sample.taken_at), Ordering::Relaxed);
-        sh.lock_alerts().evaluate(&sh.lock_registry(), &tick.sample);
-        if self.prometheus.is_some() {
-            let scrape = prometheus::Scrape {
-                series: metrics::series(&tick.sample),
-                taken_at: tick.sample.taken_at,
-                seq: tick.payload.seq,
-                cost: tick.cost,
-            };
-            *sh.scrape.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(scrape));
+        // The sample's series, once, for whoever reads them.
+        if self.prometheus.is_some() || sh.lock_alerts().has_rules() {
+            let series = metrics::series(&tick.sample);
+            sh.lock_alerts().evaluate(&sh.lock_registry(), &series);
+            if self.prometheus.is_some() {
+                let scrape = prometheus::Scrape {
+                    series,
+                    taken_at: tick.sample.taken_at,
+                    seq: tick.payload.seq,
+                    cost: tick.cost,
+                };
+                *sh.scrape.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(scrape));
+            }
         }
         tracing::debug!(
             seq = tick.payload.seq,
@@ -531,11 +535,17 @@ impl Alerts {
     }
 
     /// Runs the rules against a sample and hands notifications on.
-    pub fn evaluate(&mut self, registry: &Registry, sample: &Sample) {
+    /// Whether any rule is configured.
+    pub fn has_rules(&self) -> bool {
+        !self.evaluator.is_empty()
+    }
+
+    /// Evaluates one sample's series; notifies and saves what changed.
+    pub fn evaluate(&mut self, registry: &Registry, series: &[metrics::Series]) {
         if self.evaluator.is_empty() {
             return;
         }
-        let notes = self.evaluator.evaluate(&metrics::series(sample), Now::real());
+        let notes = self.evaluator.evaluate(series, Now::real());
         if self.evaluator.take_changed() {
             self.file.save(&self.evaluator.snapshot());
         }
