@@ -34,11 +34,22 @@ pub enum Style {
 pub struct Logger {
     filter: Targets,
     style: Style,
+    /// The time a line carries (the wall clock; fixed in tests).
+    clock: fn() -> SystemTime,
+    /// Where lines go (stderr; a buffer in tests).
+    write: fn(&[u8]),
 }
 
 impl Logger {
     pub fn new(filter: Targets, style: Style) -> Self {
-        Logger { filter, style }
+        Logger {
+            filter,
+            style,
+            clock: SystemTime::now,
+            write: |line| {
+                let _ = std::io::stderr().lock().write_all(line);
+            },
+        }
     }
 
     /// Installs this logger for the whole process (once; later calls do nothing).
@@ -47,7 +58,8 @@ impl Logger {
     }
 
     /// The line for one event (with its newline).
-    pub fn line(&self, now: SystemTime, level: &Level, event: &Event<'_>) -> String {
+    fn line(&self, level: &Level, event: &Event<'_>) -> String {
+        let now = (self.clock)();
         let mut out = String::with_capacity(160);
         match self.style {
             Style::Text { time } => {
@@ -104,8 +116,8 @@ impl Subscriber for Logger {
     }
 
     fn event(&self, event: &Event<'_>) {
-        let line = self.line(SystemTime::now(), event.metadata().level(), event);
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let line = self.line(event.metadata().level(), event);
+        (self.write)(line.as_bytes());
     }
 
     // hostbeat has no spans: ids are handed out but nothing is kept.
@@ -243,36 +255,23 @@ fn json_string(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    /// Collects the lines `logger` would write for the events `f` emits.
+    thread_local! {
+        static WRITTEN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// The lines a logger in `style` writes for the events `f` emits, at a
+    /// fixed time.
     fn lines(style: Style, f: impl FnOnce()) -> Vec<String> {
-        struct Capture(Logger, Arc<Mutex<Vec<String>>>);
-        impl Subscriber for Capture {
-            fn enabled(&self, m: &Metadata<'_>) -> bool {
-                self.0.enabled(m)
-            }
-            fn event(&self, e: &Event<'_>) {
-                let t = UNIX_EPOCH + Duration::from_micros(1_795_600_800_123_456);
-                self.1
-                    .lock()
-                    .unwrap()
-                    .push(self.0.line(t, e.metadata().level(), e));
-            }
-            fn new_span(&self, _: &Attributes<'_>) -> Id {
-                Id::from_u64(1)
-            }
-            fn record(&self, _: &Id, _: &Record<'_>) {}
-            fn record_follows_from(&self, _: &Id, _: &Id) {}
-            fn enter(&self, _: &Id) {}
-            fn exit(&self, _: &Id) {}
-        }
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let filter: Targets = "info".parse().unwrap();
-        let capture = Capture(Logger::new(filter, style), got.clone());
-        tracing::subscriber::with_default(capture, f);
-        got.lock().unwrap().clone()
+        let logger = Logger {
+            filter: "info".parse().unwrap(),
+            style,
+            clock: || UNIX_EPOCH + Duration::from_micros(1_795_600_800_123_456),
+            write: |line| WRITTEN.with(|w| w.borrow_mut().push(String::from_utf8_lossy(line).into_owned())),
+        };
+        tracing::subscriber::with_default(logger, f);
+        WRITTEN.with(|w| w.take())
     }
 
     fn emit() {
