@@ -15,9 +15,9 @@ Usage: hostbeat [--log-level FILTER] <COMMAND> [-c PATH]
 
 Commands:
   run                Run the agent (the daemon)
-  once               Take one sample and print its payload
+  once               Take one sample (plugins included) and print its payload
   check-config       Validate the configuration: prints \"ok\" or every error (exit 78)
-  metrics            Print the metric catalogue with current values
+  metrics            Print the metric catalogue (plugins included) with current values
   webhook test NAME  Send a test notification to the [[webhook]] NAME; prints status and latency
   help               Print this help
 
@@ -104,9 +104,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, UsageError
         [cmd] => return Err(UsageError(format!("unknown command {cmd:?}"))),
         [cmd, extra, ..] => return Err(UsageError(format!("unexpected argument {extra:?} after {cmd}"))),
     };
-    if command == Command::Metrics && config.is_some() {
-        return Err(UsageError("metrics takes no --config".into()));
-    }
     Ok(Cli::Run {
         command,
         config,
@@ -182,7 +179,10 @@ mod tests {
         assert!(err(&["run", "-c"]).contains("missing argument"));
         assert!(err(&["webhook", "test"]).contains("NAME"));
         assert!(err(&["webhook", "send", "x"]).contains("webhook test NAME"));
-        assert!(err(&["metrics", "-c", "/x"]).contains("no --config"));
+        assert_eq!(
+            parse_str(&["metrics", "-c", "/x"]),
+            Ok(run(Command::Metrics, Some("/x"), None))
+        );
         assert!(err(&["bogus"]).contains("Usage: hostbeat"));
     }
 }

@@ -2,10 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use hostbeat::collect::{Collector, ProcFs};
+use hostbeat::collect::{Collector, ProcFs, Sample};
 use hostbeat::config::{self, Config, ConfigError, LogFormat};
-use hostbeat::{daemon, metrics, sampler};
+use hostbeat::custom::Group;
+use hostbeat::{daemon, metrics, plugin, sampler};
 
 mod cli;
 
@@ -56,20 +58,23 @@ fn dispatch(command: Command, path: Option<&Path>, log_level: Option<&str>) -> R
     if command == Command::CheckConfig {
         return Ok(check_config(path));
     }
-    if command == Command::Metrics {
-        init_logging(log_level, &Config::default());
-        print_metrics()?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let Some(config) = load_or_report(path) else {
-        return Ok(ExitCode::from(EX_CONFIG));
+    let config = match load_or_report(path) {
+        Some(config) => config,
+        // The catalogue is still worth listing when the default config cannot
+        // be read (as a user outside the hostbeat group): without plugins.
+        None if command == Command::Metrics && path.is_none() => {
+            eprintln!("hostbeat: listing without [[plugin]] metrics");
+            Config::default()
+        }
+        None => return Ok(ExitCode::from(EX_CONFIG)),
     };
     init_logging(log_level, &config);
     match command {
         Command::Once => once(&config)?,
+        Command::Metrics => print_metrics(&config)?,
         Command::WebhookTest { name } => return webhook_test(&config, &name),
         Command::Run => daemon::run(config, config_path(path)).map_err(|e| context("hostbeat run", e))?,
-        Command::CheckConfig | Command::Metrics => unreachable!("handled above"),
+        Command::CheckConfig => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -125,13 +130,34 @@ fn check_config(path: Option<&Path>) -> ExitCode {
     }
 }
 
-/// Two samples [`sampler::WARMUP`] apart so rates are real; prints the second's payload.
-fn once(config: &Config) -> Result<(), Failed> {
+/// Two samples [`sampler::WARMUP`] apart so rates are real, the second
+/// with what each `[[plugin]]` printed (a failing one is reported on stderr).
+fn sample(config: &Config) -> Result<Sample, Failed> {
     let mut collector = Collector::new(ProcFs::from_env());
-    let mut builder = daemon::builder(config);
     collector.sample();
-    std::thread::sleep(sampler::WARMUP);
-    let payload = builder.build(&collector.sample());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let started = std::time::Instant::now();
+    let results = runtime.block_on(plugin::run_all(&config.plugin));
+    std::thread::sleep(sampler::WARMUP.saturating_sub(started.elapsed()));
+    let mut sample = collector.sample();
+    for (spec, result) in config.plugin.iter().zip(results) {
+        match result {
+            Ok(metrics) => sample.custom.push(Group {
+                name: spec.name.clone(),
+                metrics: Arc::new(metrics),
+            }),
+            Err(failure) => eprintln!("hostbeat: plugin {:?} failed: {failure}", spec.name),
+        }
+    }
+    sample.custom.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(sample)
+}
+
+/// Prints the payload of one [`sample`].
+fn once(config: &Config) -> Result<(), Failed> {
+    let payload = daemon::builder(config).build(&sample(config)?);
     let doc: serde_json::Value = serde_json::from_slice(&payload.json)?;
     out(&serde_json::to_string_pretty(&doc)?)?;
     Ok(())
@@ -205,11 +231,9 @@ fn out(line: &str) -> std::io::Result<()> {
     }
 }
 
-fn print_metrics() -> std::io::Result<()> {
-    let mut collector = Collector::new(ProcFs::from_env());
-    collector.sample();
-    std::thread::sleep(sampler::WARMUP);
-    let all = metrics::series(&collector.sample());
+/// The metric catalogue, with the values of one [`sample`].
+fn print_metrics(config: &Config) -> Result<(), Failed> {
+    let all = metrics::series(&sample(config)?);
     let width = all.iter().map(|s| s.to_string().len()).max().unwrap_or(0);
     for s in &all {
         let d = metrics::lookup(&s.name);

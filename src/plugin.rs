@@ -88,6 +88,19 @@ pub async fn run_once(spec: &PluginSpec) -> Result<Metrics, Failure> {
     custom::parse_output(&out).map_err(Failure::Output)
 }
 
+/// Runs every plugin of `specs` once, side by side: each one's result, in
+/// the order of `specs` (for `hostbeat once` and `hostbeat metrics`).
+pub async fn run_all(specs: &[PluginSpec]) -> Vec<Result<Metrics, Failure>> {
+    let mut tasks = JoinSet::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let spec = spec.clone();
+        tasks.spawn(async move { (i, run_once(&spec).await) });
+    }
+    let mut results: Vec<_> = tasks.join_all().await;
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
 /// The process group of a plugin that is not reaped yet: its pid, the group
 /// id, cannot have been reused, so a SIGKILL to the group reaches only the
 /// plugin and its children.

@@ -197,3 +197,46 @@ fn metrics_lists_catalogue_names_with_values() {
         assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
     }
 }
+
+#[test]
+fn once_and_metrics_run_the_configured_plugins() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let f = dir.path().join("hostbeat.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[[plugin]]\nname = \"jobs\"\ncommand = {:?}\n\n[[plugin]]\nname = \"broken\"\ncommand = {:?}\n",
+            script("jobs.sh", "echo 'queue 7'; echo 'lag_s 0.25'"),
+            script("broken.sh", "exit 3"),
+        ),
+    )
+    .unwrap();
+
+    let out = hostbeat(&["once", "-c", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["plugins"],
+        serde_json::json!({"jobs": {"queue": 7, "lag_s": 0.25}})
+    );
+    assert!(
+        text(&out.stderr).contains("plugin \"broken\" failed: exited with exit status: 3"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = hostbeat(&["metrics", "-c", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for name in ["plugin.jobs.queue ", "plugin.jobs.lag_s "] {
+        assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
+    }
+    assert!(!stdout.contains("plugin.broken"), "{stdout}");
+}
