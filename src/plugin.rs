@@ -1,7 +1,7 @@
 //! Exec plugins: each `[[plugin]]` runs on its own schedule, without a
 //! shell, in a process group of its own; stdout is read up to
 //! [`MAX_OUTPUT`]; at the timeout the whole group is killed and the plugin
-//! reaped. What it prints replaces its group in [`Groups`]; a plugin that
+//! reaped, and so are processes it leaves behind when it exits. What it prints replaces its group in [`Groups`]; a plugin that
 //! fails, hangs or prints garbage loses its group (the payload goes without
 //! it) and is logged: the first failure, then at most every
 //! [`LOG_EVERY`] while it keeps failing, and its recovery.
@@ -64,6 +64,13 @@ pub async fn run_once(spec: &PluginSpec) -> Result<Metrics, Failure> {
         if out.len() as u64 > MAX_OUTPUT {
             return Err(Failure::TooLong);
         }
+        // What the plugin left behind in its group (a `cmd &`) goes with it:
+        // once it has exited, while it is a zombie holding the group's id.
+        if let Some(pgid) = group.0
+            && exited(pgid).await.is_ok()
+        {
+            group.kill();
+        }
         child.wait().await.map_err(Failure::Read)
     };
     let status = match tokio::time::timeout(spec.timeout, work).await {
@@ -99,6 +106,29 @@ pub async fn run_all(specs: &[PluginSpec]) -> Vec<Result<Metrics, Failure>> {
     let mut results: Vec<_> = tasks.join_all().await;
     results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Resolves once `pid`, a child not reaped yet, has exited; it stays a
+/// zombie until waited for. An error where pidfds are missing (Linux before
+/// 5.3, or a seccomp filter).
+async fn exited(pid: i32) -> std::io::Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+    // SAFETY: pidfd_open(2) takes a pid and flags; it returns a new
+    // descriptor, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened, owned by nobody else; the OwnedFd
+    // keeps it open, unchanged, for as long as the AsyncFd holds it.
+    let fd = unsafe {
+        let fd = OwnedFd::from_raw_fd(fd as i32);
+        AsyncFd::register_with_interest(fd, Interest::READABLE).map_err(std::io::Error::from)?
+    };
+    fd.readable().await?.retain_ready();
+    Ok(())
 }
 
 /// The process group of a plugin that is not reaped yet: its pid, the group

@@ -1,6 +1,7 @@
-//! Exec plugins end to end: the real daemon runs five plugins (JSON, lines,
-//! one that hangs past its timeout, one that prints garbage, one that exits
-//! non-zero) and posts to a real receiver on 127.0.0.1.
+//! Exec plugins end to end: the real daemon runs five plugins (JSON, lines
+//! leaving a child behind, one that hangs past its timeout, one that prints
+//! garbage, one that exits non-zero) and posts to a real receiver on
+//! 127.0.0.1.
 
 mod common;
 
@@ -82,17 +83,19 @@ fn plugins_merge_into_payload_and_alerts_and_leave_no_process() {
     let d = dir.path();
     let pids = d.join("hang.pids");
     let json = script(d, "json.sh", r#"printf '{"queue": 7, "state": "ok"}'"#);
+    // It also leaves a child behind, which goes when it exits.
+    let left = d.join("left.pids");
     let lines = script(
         d,
         "lines.sh",
-        "printf '# a comment\\nconnections 42\\nmode primary\\n'",
+        "sleep 30 >/dev/null 2>&1 &\necho $! >> \"$1\"\nprintf '# a comment\\nconnections 42\\nmode primary\\n'",
     );
     let garbage = script(d, "garbage.sh", "echo '{not json'");
     let fails = script(d, "fails.sh", "echo 'x 1'; exit 3");
 
     let mut extra = String::new();
     extra += &plugin("json", &json, &[], "2s");
-    extra += &plugin("lines", &lines, &[], "2s");
+    extra += &(plugin("lines", &lines, &[left.to_str().unwrap()], "2s") + "interval = \"1h\"\n");
     extra += &hanging(d, &pids);
     extra += &plugin("garbage", &garbage, &[], "2s");
     extra += &plugin("fails", &fails, &[], "2s");
@@ -154,6 +157,13 @@ fn plugins_merge_into_payload_and_alerts_and_leave_no_process() {
     let listed = std::fs::read_to_string(&pids).unwrap();
     assert_eq!(listed.lines().count(), 2, "{listed}");
     assert_eq!(running(&pids), Vec::<u32>::new(), "plugin processes left running");
+    let listed = std::fs::read_to_string(&left).unwrap();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert_eq!(
+        running(&left),
+        Vec::<u32>::new(),
+        "a plugin's leftover child runs"
+    );
     // Plugins run every 500 ms: a child that just exited is a zombie until
     // the runtime reaps it, so only one that stays one is a leak.
     let before = zombies_of(daemon.pid());
