@@ -58,22 +58,22 @@ pub fn from_json(object: serde_json::Map<String, serde_json::Value>) -> Result<M
     for (name, v) in object {
         let value = match v {
             serde_json::Value::Number(n) => match n.as_f64() {
-                Some(f) if f.is_finite() => Value::Number(f),
-                _ => {
-                    problems.push(format!("{name:?}: {n} is out of range"));
-                    continue;
-                }
+                Some(f) if f.is_finite() => Ok(Value::Number(f)),
+                _ => Err(format!("{name:?}: {n} is out of range")),
             },
-            serde_json::Value::String(s) => Value::Text(s),
-            other => {
-                problems.push(format!(
-                    "{name:?}: must be a number or a string, not {}",
-                    json_kind(&other)
-                ));
-                continue;
-            }
+            serde_json::Value::String(s) => Ok(Value::Text(s)),
+            other => Err(format!(
+                "{name:?}: must be a number or a string, not {}",
+                json_kind(&other)
+            )),
         };
-        insert(&mut metrics, &mut problems, name, value);
+        match value {
+            Ok(value) => insert(&mut metrics, &mut problems, name, value),
+            Err(problem) => {
+                problems.extend(name_problem(&name));
+                problems.push(problem);
+            }
+        }
     }
     finish(metrics, problems)
 }
@@ -101,13 +101,16 @@ fn from_lines(text: &str) -> Result<Metrics, Vec<String>> {
 }
 
 fn insert(metrics: &mut Metrics, problems: &mut Vec<String>, name: String, value: Value) {
-    if !valid_name(&name, true) {
-        problems.push(format!(
-            "{name:?} is not a metric name (1 to {MAX_NAME} letters, digits, '_', '-', '.')"
-        ));
+    if let Some(problem) = name_problem(&name) {
+        problems.push(problem);
     } else if metrics.insert(name.clone(), value).is_some() {
         problems.push(format!("{name:?} appears twice"));
     }
+}
+
+fn name_problem(name: &str) -> Option<String> {
+    (!valid_name(name, true))
+        .then(|| format!("{name:?} is not a metric name (1 to {MAX_NAME} letters, digits, '_', '-', '.')"))
 }
 
 fn finish(metrics: Metrics, mut problems: Vec<String>) -> Result<Metrics, Vec<String>> {
@@ -217,10 +220,16 @@ mod tests {
     #[test]
     fn every_problem_is_listed() {
         let e = from_json(
-            serde_json::from_str(r#"{"a": [1], "b c": 1, "d": null, "ok": 1, "e": {"x": 1}}"#).unwrap(),
+            serde_json::from_str(r#"{"a": [1], "b c": 1, "d": null, "ok": 1, "e": {"x": 1}, "f g": true}"#)
+                .unwrap(),
         )
         .unwrap_err();
-        assert_eq!(e.len(), 4, "{e:?}");
+        assert_eq!(e.len(), 6, "{e:?}");
+        assert!(e.iter().any(|p| p.contains("\"f g\" is not a metric name")));
+        assert!(
+            e.iter()
+                .any(|p| p.contains("\"f g\": must be a number or a string, not a boolean"))
+        );
         assert!(
             e.iter()
                 .any(|p| p.contains("\"a\": must be a number or a string, not an array"))

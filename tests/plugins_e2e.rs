@@ -243,7 +243,14 @@ fn pushed_metrics_merge_until_their_ttl_and_bad_bodies_are_refused() {
     }
     assert_eq!(push(api, "batch", "[1, 2]").status, 400);
     assert_eq!(push(api, "batch", "{not json").status, 400);
-    assert_eq!(push(api, "bad.group", r#"{"x": 1}"#).status, 400);
+    let bad = push(api, "bad.group", r#"{"x": true}"#);
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        bad.json()["errors"].as_array().unwrap().len(),
+        2,
+        "{}",
+        bad.text()
+    );
     assert_eq!(
         push(api, "owned", r#"{"x": 1}"#).status,
         409,

@@ -379,22 +379,26 @@ async fn push(
     req: Request<Body>,
 ) -> Response {
     let group = p.get("group").map_or("", String::as_str);
-    if !custom::valid_name(group, false) {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "group {group:?}: 1 to {} letters, digits, '_' or '-'",
-                custom::MAX_NAME
-            ),
-        );
-    }
     let object = match json_body::<serde_json::Map<String, Value>>(req).await {
         Ok(object) => object,
         Err(resp) => return resp,
     };
+    let group_ok = custom::valid_name(group, false);
     let metrics = match custom::from_json(object) {
-        Ok(metrics) => metrics,
-        Err(problems) => return fail_all(StatusCode::BAD_REQUEST, &problems),
+        Ok(metrics) if group_ok => metrics,
+        result => {
+            let group_problem = (!group_ok).then(|| {
+                format!(
+                    "group {group:?}: 1 to {} letters, digits, '_' or '-'",
+                    custom::MAX_NAME
+                )
+            });
+            let problems: Vec<String> = group_problem
+                .into_iter()
+                .chain(result.err().unwrap_or_default())
+                .collect();
+            return fail_all(StatusCode::BAD_REQUEST, &problems);
+        }
     };
     let mut groups = s.shared.custom.lock().unwrap_or_else(|e| e.into_inner());
     if groups.is_plugin(group) {
