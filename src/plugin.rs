@@ -1,10 +1,11 @@
 //! Exec plugins: each `[[plugin]]` runs on its own schedule, without a
 //! shell, in a process group of its own; stdout is read up to
 //! [`MAX_OUTPUT`]; at the timeout the whole group is killed and the plugin
-//! reaped, and so are processes it leaves behind when it exits. What it prints replaces its group in [`Groups`]; a plugin that
-//! fails, hangs or prints garbage loses its group (the payload goes without
-//! it) and is logged: the first failure, then at most every
-//! [`LOG_EVERY`] while it keeps failing, and its recovery.
+//! reaped, and what it leaves in its group when it exits is killed too.
+//! What it prints replaces its group in [`Groups`]; a plugin that fails,
+//! hangs or prints garbage loses its group (the payload goes without it)
+//! and is logged: the first failure, then at most every [`LOG_EVERY`]
+//! while it keeps failing, and its recovery.
 
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};

@@ -383,19 +383,18 @@ async fn push(
         Ok(object) => object,
         Err(resp) => return resp,
     };
-    let group_ok = custom::valid_name(group, false);
-    let metrics = match custom::from_json(object) {
-        Ok(metrics) if group_ok => metrics,
-        result => {
-            let group_problem = (!group_ok).then(|| {
-                format!(
-                    "group {group:?}: 1 to {} letters, digits, '_' or '-'",
-                    custom::MAX_NAME
-                )
-            });
+    let group_problem = (!custom::valid_name(group, false)).then(|| {
+        format!(
+            "group {group:?}: 1 to {} letters, digits, '_' or '-'",
+            custom::MAX_NAME
+        )
+    });
+    let metrics = match (custom::from_json(object), group_problem) {
+        (Ok(metrics), None) => metrics,
+        (result, group_problem) => {
             let problems: Vec<String> = group_problem
                 .into_iter()
-                .chain(result.err().unwrap_or_default())
+                .chain(result.err().into_iter().flatten())
                 .collect();
             return fail_all(StatusCode::BAD_REQUEST, &problems);
         }
