@@ -128,7 +128,7 @@ async fn exited(pid: i32) -> std::io::Result<()> {
         let fd = OwnedFd::from_raw_fd(fd as i32);
         AsyncFd::register_with_interest(fd, Interest::READABLE).map_err(std::io::Error::from)?
     };
-    fd.readable().await?.retain_ready();
+    let _exited = fd.readable().await?;
     Ok(())
 }
 
