@@ -143,7 +143,6 @@ impl Agent {
             Collector::new(ProcFs::from_env()),
             payloads,
             config.agent.interval,
-            sd_notify::watchdog_enabled(),
             shared.custom.clone(),
             ticks,
         )
@@ -423,6 +422,9 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), DaemonError>
     let mut agent = Agent::start(config, tick_tx).await?;
     tracing::info!(version = crate::payload::VERSION, interval = ?agent.config.agent.interval, "hostbeat started");
     notify(NotifyState::Ready);
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        agent.sampler.arm_watchdog(period);
+    }
     loop {
         tokio::select! {
             tick = ticks.recv() => match tick {

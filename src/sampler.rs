@@ -42,6 +42,8 @@ pub struct Tick {
 #[derive(Debug)]
 enum Control {
     Stop,
+    /// Ping the systemd watchdog at half this period, from now on.
+    Watchdog(Duration),
     /// New interval and payload identity (SIGHUP); the schedule restarts now.
     Reconfigure {
         interval: Duration,
@@ -59,14 +61,11 @@ pub struct Sampler {
 
 impl Sampler {
     /// Starts sampling every `interval`, the first tick [`WARMUP`] (or
-    /// `interval`, if shorter) after a priming sample. With a systemd
-    /// `watchdog` period, this loop itself pings at half of it, so a stuck
-    /// sampler gets the service restarted.
+    /// `interval`, if shorter) after a priming sample.
     pub fn spawn(
         mut collector: Collector,
         mut builder: Builder,
         mut interval: Duration,
-        watchdog: Option<Duration>,
         custom: Arc<Mutex<Groups>>,
         tx: mpsc::Sender<Tick>,
     ) -> std::io::Result<Self> {
@@ -78,7 +77,7 @@ impl Sampler {
                 collector.sample();
                 let mut warmup = WARMUP.min(interval);
                 let mut k = 0;
-                let ping_every = watchdog.map(|w| w / 2);
+                let mut ping_every: Option<Duration> = None;
                 let mut next_ping = Instant::now();
                 loop {
                     let due = deadline(start, warmup, interval, k);
@@ -104,6 +103,11 @@ impl Sampler {
                             builder.reconfigure(agent_key, hostname);
                             interval = new;
                             (start, warmup, k) = (Instant::now(), Duration::ZERO, 1);
+                            continue;
+                        }
+                        Ok(Control::Watchdog(period)) => {
+                            ping_every = Some(period / 2);
+                            next_ping = Instant::now();
                             continue;
                         }
                         Ok(Control::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
@@ -140,6 +144,13 @@ impl Sampler {
             agent_key,
             hostname,
         });
+    }
+
+    /// Pings the systemd watchdog from this loop at half of `period`, so a
+    /// stuck sampler gets the service restarted; from when the daemon said
+    /// READY=1.
+    pub fn arm_watchdog(&self, period: Duration) {
+        let _ = self.control.send(Control::Watchdog(period));
     }
 
     /// Asks the thread to stop after its current sample.
