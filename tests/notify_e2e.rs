@@ -63,7 +63,11 @@ fn ready_watchdog_reloading_stopping() {
     let pid = child.id();
 
     let start = collect(&sock, Duration::from_secs(5), |m| m.contains("READY=1"));
-    assert_eq!(start, ["READY=1"], "READY=1 comes first, before any watchdog ping");
+    assert_eq!(
+        start,
+        ["READY=1"],
+        "READY=1 comes first, before any watchdog ping"
+    );
 
     // WATCHDOG=1 at half of WATCHDOG_USEC (200 ms): several within 1.5 s.
     let pings = collect(&sock, Duration::from_millis(1500), |_| false);
